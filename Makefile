@@ -1,0 +1,40 @@
+# fer-lightning: `make train` and `make test` work from a fresh clone (they create .venv and install first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# torch is installed first, by exact version, so nothing can make pip pick another (CUDA-sized) build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install train test test-slow lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The main job on the embedded synthetic data: trains, validates, tests and prints the final accuracy.
+train: install
+	$(PY) train.py experiment=quickstart
+
+# The fast suite (what CI runs); slow real-data checks have their own target.
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(PY) -m pytest -m slow -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache

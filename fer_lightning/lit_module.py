@@ -1,0 +1,134 @@
+"""The LightningModule that wraps any registered architecture for FER classification.
+
+It receives the network, a partial optimizer and a partial scheduler from config (lightning-hydra-template
+style). Batches arrive as uint8; normalisation happens here, on the model's device, with statistics stored
+as buffers so every checkpoint carries its own preprocessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+
+def eval_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "per_class_acc": MulticlassAccuracy(num_classes, average="none"),
+            "confmat": MulticlassConfusionMatrix(num_classes),
+        }
+    )
+
+
+class FERLitModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., dict] | None = None,
+        num_classes: int = 7,
+        class_names: Sequence[str] | None = None,
+        in_chans: int = 1,
+        label_smoothing: float = 0.0,
+        model_config: dict | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # Only plain values go into hparams, so checkpoints load with `weights_only=True`: `net` is rebuilt from
+        # `model_config`, and the optimizer/scheduler factories come from the run's config.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.net = torch.compile(net) if compile else net
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.register_buffer("input_mean", torch.full((1, in_chans, 1, 1), 0.5))
+        self.register_buffer("input_std", torch.full((1, in_chans, 1, 1), 0.5))
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = eval_metrics(num_classes).clone(prefix="val/")
+        self.test_metrics = eval_metrics(num_classes).clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+        self.test_report: dict = {}
+
+    # ----- preprocessing ------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Take normalisation statistics (and the rest of the preprocessing) from the datamodule when fitting."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "preprocessing"):
+            info = datamodule.preprocessing
+            self.input_mean.fill_(info["mean"])
+            self.input_std.fill_(info["std"])
+            self.hparams["preprocessing"] = info
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> float normalised; a float input is taken as already scaled to [0, 1]."""
+        images = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        return (images - self.input_mean) / self.input_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits; a (N, V, C, H, W) batch of TTA views is averaged over V."""
+        if images.ndim == 5:
+            batch, views = images.shape[:2]
+            logits = self.net(self.normalize(images.flatten(0, 1)))
+            return logits.view(batch, views, -1).mean(1)
+        return self.net(self.normalize(images))
+
+    def on_train_epoch_start(self) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    # ----- steps -------------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        if hasattr(self.net, "regularization_loss"):
+            loss = loss + self.net.regularization_loss()
+        self.train_acc(logits, targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
+        images, targets = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, targets)
+        metrics.update(logits, targets)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def _log_scalars(self, metrics: MetricCollection) -> dict[str, torch.Tensor]:
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict({k: v for k, v in values.items() if v.ndim == 0}, prog_bar=True, sync_dist=True)
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_scalars(self.val_metrics)
+        self.val_acc_best(values["val/acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_scalars(self.test_metrics)
+        self.test_report = {k.removeprefix("test/"): v.cpu() for k, v in values.items()}
+
+    def on_fit_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check's validation must not count as the best epoch
+
+    # ----- optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        # `scheduler` is fer_lightning.optim.build_lr_scheduler, partially applied by Hydra.
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}

@@ -1,0 +1,77 @@
+"""The train -> validate (best checkpoint) -> test -> report pipeline behind `train.py`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fer_lightning.utils.report import write_metrics_json, write_split_report
+from fer_lightning.utils.rich_config import print_config_tree
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_list(cfg: DictConfig | None) -> list:
+    """Instantiate every `_target_` node of a group such as `callbacks` or `logger` (null entries are skipped)."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = hydra.utils.instantiate(cfg.model)
+    # Stored in the checkpoint without `_target_` (instantiate would build it): create_model(**model_config).
+    model_config = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    module = hydra.utils.instantiate(cfg.module, net=net, model_config=model_config)
+    callbacks, loggers = instantiate_list(cfg.get("callbacks")), instantiate_list(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def scalar_metrics(results: list[dict]) -> dict[str, float]:
+    return {k: float(v) for result in results for k, v in result.items()}
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Fit, select the best checkpoint on val (PublicTest), test it (PrivateTest), write the reports."""
+    started = time.time()
+    print_config_tree(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule, module, trainer = build_run(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    log.info("best checkpoint (by val/acc): %s", best)
+    metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False))
+    metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best))
+    metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started}
+    if trainer.is_global_zero:
+        report_test(module, datamodule, output_dir, metrics, best)
+    return metrics
+
+
+def report_test(module, datamodule, output_dir: Path, metrics: dict, best: str | None) -> None:
+    report = module.test_report
+    if "confmat" in report:
+        write_split_report(output_dir, "test", report["confmat"].numpy(), datamodule.class_names)
+        metrics["test/per_class_acc"] = dict(zip(datamodule.class_names, report["per_class_acc"].tolist(), strict=True))
+    metrics["best_checkpoint"] = best
+    write_metrics_json(output_dir / "metrics.json", metrics)
+    summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/acc", "test/acc", "test/f1_macro") if k in metrics)
+    log.info("final (checkpoint selected on val = PublicTest, test = PrivateTest): %s", summary)
+    print(f"\nFinal metrics: {summary}\nRun directory: {output_dir}")
+
+
+def set_matmul_precision() -> None:
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")

@@ -1,0 +1,105 @@
+"""Every option of every config group composes and its nodes instantiate real code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from fer_lightning.cli import CONFIG_DIR
+from tests.conftest import compose_train
+
+GROUPS = [
+    "model",
+    "data",
+    "aug",
+    "tta",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
+
+
+def test_every_group_has_two_options() -> None:
+    for group in GROUPS:
+        assert len(options(group)) >= 2, group
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"{group}={option}"], tmp_path)
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.module.num_classes == cfg.data.num_classes == len(cfg.data.class_names)
+    assert cfg.model.num_classes == cfg.data.num_classes
+    assert cfg.model.in_chans == cfg.data.in_chans
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_option_instantiates(option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"model={option}"], tmp_path)
+    net = hydra.utils.instantiate(cfg.model)
+    assert isinstance(net, torch.nn.Module)
+
+
+@pytest.mark.parametrize("option", options("aug"))
+def test_aug_option_transforms_uint8_faces(option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"aug={option}"], tmp_path)
+    image = torch.randint(0, 256, (48, 48), dtype=torch.uint8).numpy()
+    for node in (cfg.aug.train, cfg.aug.eval):
+        if node is not None:
+            out = hydra.utils.instantiate(node)(image=image)["image"]
+            assert out.dtype == image.dtype
+            assert out.shape[:2] == (cfg.aug.crop_size or 48,) * 2 or node is cfg.aug.eval
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizer_and_scheduler_build(optimizer: str, scheduler: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = hydra.utils.instantiate(cfg.optimizer)(params=params)
+    lr_config = hydra.utils.instantiate(cfg.scheduler)(optimizer=opt)
+    assert lr_config["interval"] in ("epoch", "step")
+    assert lr_config["scheduler"].optimizer is opt
+
+
+@pytest.mark.parametrize("option", [o for o in options("trainer") if o in ("default", "cpu")])
+def test_cpu_trainer_options_instantiate(option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"trainer={option}", "trainer.accelerator=cpu"], tmp_path)
+    assert isinstance(hydra.utils.instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize("group", ["logger", "callbacks"])
+def test_logger_and_callback_options_instantiate(group: str, tmp_path: Path) -> None:
+    for option in options(group):
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        for node in (cfg[group] or {}).values():
+            if node is not None:
+                assert hydra.utils.instantiate(node) is not None
+
+
+def test_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="mini_xception") as error:
+        compose_train(["model=mini_xeption"], tmp_path)
+    assert "Available options" in str(error.value)
+
+
+def test_misspelt_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="max_epoch"):
+        compose_train(["trainer.max_epoch=3"], tmp_path)
