@@ -18,3 +18,10 @@ def train_main(cfg: DictConfig) -> float | None:
     metrics = run_training(cfg)
     # Returned so Hydra sweepers (Optuna) can optimise it.
     return metrics.get(cfg.get("optimized_metric", "val/acc"))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def eval_main(cfg: DictConfig) -> None:
+    from fer_lightning.evaluation import run_eval
+
+    run_eval(cfg)

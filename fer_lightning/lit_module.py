@@ -46,7 +46,9 @@ class FERLitModule(L.LightningModule):
         # `model_config`, and the optimizer/scheduler factories come from the run's config.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = torch.compile(net) if compile else net
+        self.net = net
+        if compile:
+            self.net.compile()  # in place: state_dict keys stay the same, so checkpoints stay portable
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.register_buffer("input_mean", torch.full((1, in_chans, 1, 1), 0.5))
         self.register_buffer("input_std", torch.full((1, in_chans, 1, 1), 0.5))

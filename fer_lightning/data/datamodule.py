@@ -92,6 +92,8 @@ class FERDataModule(L.LightningDataModule):
         self.train_transform, self.eval_transform, self.tta = train_transform, eval_transform, tta
         self.synthetic = synthetic
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # which split `trainer.test` evaluates: eval.py points it at "val" to report PublicTest the same way
+        self.test_split = "test"
 
     def prepare_data(self) -> None:
         """Generate the synthetic file if asked, then decode once into the cache (rank 0 only)."""
@@ -152,7 +154,7 @@ class FERDataModule(L.LightningDataModule):
         return self.loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader(self.test_split)
 
 
 def split_arrays(arrays: FERArrays, usage: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,53 @@
+"""Evaluate a checkpoint on configured data (`eval.py`): the same metrics.json and reports as training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fer_lightning.checkpoint import load_module
+from fer_lightning.utils.report import write_metrics_json, write_split_report
+from fer_lightning.utils.rich_config import print_config_tree
+
+log = logging.getLogger(__name__)
+
+
+def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None:
+    """The data must be fed as the model was trained: input size, crop and channels come from the checkpoint."""
+    with open_dict(cfg):
+        for key in ("image_size", "in_chans"):
+            if preprocessing.get(key) is not None:
+                cfg.data[key] = preprocessing[key]
+        cfg.aug.crop_size = preprocessing.get("crop_size")
+
+
+def run_eval(cfg: DictConfig) -> dict:
+    if not cfg.get("ckpt_path"):
+        raise ValueError("eval needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
+    module = load_module(cfg.ckpt_path)
+    apply_checkpoint_preprocessing(cfg, module.hparams.get("preprocessing", {}))
+    print_config_tree(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    if datamodule.num_classes != module.hparams.num_classes:
+        raise ValueError(
+            f"{cfg.ckpt_path} predicts {module.hparams.num_classes} classes but data {cfg.data.path} has "
+            f"{datamodule.num_classes}"
+        )
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    output_dir = Path(cfg.paths.output_dir)
+    metrics: dict = {"checkpoint": str(cfg.ckpt_path), "tta": OmegaConf.select(cfg, "tta._target_")}
+    for split in ("val", "test") if cfg.split == "both" else (cfg.split,):
+        datamodule.test_split = split
+        (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics |= {key.replace("test/", f"{split}/"): value for key, value in results.items()}
+        report = module.test_report
+        write_split_report(output_dir, split, report["confmat"].numpy(), datamodule.class_names)
+        metrics[f"{split}/per_class_acc"] = dict(zip(datamodule.class_names, report["per_class_acc"].tolist()))
+    write_metrics_json(output_dir / "metrics.json", metrics)
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith(("/acc", "/f1_macro")))
+    print(f"\nEval metrics: {summary}\nRun directory: {output_dir}")
+    return metrics
