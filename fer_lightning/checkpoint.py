@@ -7,8 +7,6 @@ rebuilt and fed correctly without the run's config.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,10 @@ class CheckpointError(ValueError):
     """A file is not a usable fer-lightning checkpoint; the message names the file and the expectation."""
 
 
+def first_line(error: BaseException) -> str:
+    return next(iter(str(error).splitlines()), "")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """torch.load with `weights_only=True`: no code in the file is executed."""
     path = Path(path)
@@ -28,10 +30,10 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as error:
+    except Exception as error:  # arbitrary bytes fail in many ways (IndexError, UnicodeDecodeError, ...)
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated, or not a checkpoint saved by torch.save "
-            f"with plain data): {str(error).splitlines()[0]}"
+            f"with plain data): {type(error).__name__}: {first_line(error)}"
         ) from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     missing = [k for k in ("model_config", "num_classes") if k not in hparams]
@@ -48,15 +50,47 @@ def load_module(path: str | Path) -> FERLitModule:
     checkpoint = read_checkpoint(path)
     hparams = dict(checkpoint["hyper_parameters"])
     model_config = dict(hparams.pop("model_config"))
-    net = create_model(**model_config)
+    try:
+        net = create_model(**model_config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: model_config {model_config} builds no registered model: {error}") from None
     init_keys = ("num_classes", "class_names", "in_chans", "label_smoothing")
     module = FERLitModule(net, optimizer=None, model_config=model_config, **{k: hparams[k] for k in init_keys})
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]  # line 0 is generic
         raise CheckpointError(
-            f"{path}: weights do not fit model {model_config.get('name')!r} with "
-            f"{hparams['num_classes']} classes: {str(error).splitlines()[0]}"
+            f"{path}: weights do not fit the model its config describes, {model_config}: "
+            f"{(details or [first_line(error)])[0][:300]}"
         ) from None
     module.hparams["preprocessing"] = hparams.get("preprocessing", {})
     return module.eval()
+
+
+def build_checkpoint(net: torch.nn.Module, model_config: dict, preprocessing: dict) -> dict:
+    """The dict `load_module` reads, for a network whose weights come from elsewhere (imported, or a test's).
+
+    Going through FERLitModule keeps the state_dict keys (`net.*`, `input_mean`, `input_std`) identical to those
+    of a trained run, so imported models evaluate, predict and export through the same code paths.
+    """
+    class_names = list(preprocessing["class_names"])
+    module = FERLitModule(
+        net,
+        optimizer=None,
+        num_classes=len(class_names),
+        class_names=class_names,
+        in_chans=preprocessing["in_chans"],
+        model_config=dict(model_config),
+    )
+    module.input_mean.fill_(preprocessing["mean"])
+    module.input_std.fill_(preprocessing["std"])
+    hparams = {**dict(module.hparams), "preprocessing": dict(preprocessing)}
+    return {"state_dict": module.state_dict(), "hyper_parameters": hparams, "epoch": 0, "global_step": 0}
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path

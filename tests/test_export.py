@@ -1,0 +1,107 @@
+"""export: ONNX (through ONNX Runtime) and TorchScript files reproduce the PyTorch model's logits to 1e-5 on a
+batch size other than the traced one; the inference benchmark runs end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_lightning.bench_inference import main as bench_main
+from fer_lightning.checkpoint import build_checkpoint, load_module, save_checkpoint
+from fer_lightning.export import InferenceModel, onnx_outputs, quiet_torch_warnings, run_export
+from fer_lightning.models import create_model
+from tests.conftest import compose_train
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: these batches are tiny, and on a shared 2-core machine a second thread mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def checkpoint(path: Path, model: str = "mini_xception", image_size: int = 64, crop_size: int | None = None) -> Path:
+    """An untrained model with non-trivial normalisation (mean 0.4, std 0.3), so a forgotten one would show."""
+    torch.manual_seed(0)
+    config = {"name": model, "num_classes": 7, "in_chans": 1}
+    preprocessing = {"image_size": image_size, "crop_size": crop_size, "in_chans": 1, "mean": 0.4, "std": 0.3}
+    net = create_model(**config)
+    for module in net.modules():  # BN statistics away from the identity
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(build_checkpoint(net, config, {**preprocessing, "class_names": CLASSES}), path)
+
+
+def export(ckpt: Path, fmt: str, tmp_path: Path, *overrides: str) -> dict:
+    cfg = compose_train([f"ckpt_path={ckpt}", f"format={fmt}", *overrides], tmp_path, config_name="export")
+    return run_export(cfg)
+
+
+def reference(ckpt: Path, images: torch.Tensor) -> np.ndarray:
+    """The FERLitModule itself, fed uint8 as in training: the export must match the module, not only its net."""
+    with torch.no_grad():
+        return load_module(ckpt)(images).numpy()
+
+
+def test_onnx_matches_pytorch(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "m.ckpt")
+    result = export(ckpt, "onnx", tmp_path)
+    path = Path(result["path"])
+    assert path == tmp_path / "run" / "m.onnx"
+    assert result["max_abs_diff"] <= 1e-5
+
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (7, 1, 64, 64), dtype=np.uint8))
+    got = onnx_outputs(path, pixels.float().div(255).numpy())
+    np.testing.assert_allclose(got, reference(ckpt, pixels), atol=1e-5, rtol=0)
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(metadata["class_names"]) == CLASSES
+    assert json.loads(metadata["preprocessing"])["mean"] == 0.4
+
+
+def test_torchscript_matches_pytorch(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "m.ckpt", "simple_cnn", image_size=48, crop_size=44)
+    result = export(ckpt, "torchscript", tmp_path, f"output_path={tmp_path / 'out' / 'model.pt'}")
+    assert result["input_shape"] == [None, 1, 44, 44]
+    assert result["max_abs_diff"] <= 1e-5
+
+    pixels = torch.randint(0, 256, (3, 1, 44, 44), dtype=torch.uint8)
+    with torch.no_grad(), quiet_torch_warnings():
+        got = torch.jit.load(result["path"])(pixels.float() / 255).numpy()
+    np.testing.assert_allclose(got, reference(ckpt, pixels), atol=1e-5, rtol=0)
+
+
+def test_legacy_onnx_exporter_and_unknown_format(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "m.ckpt", "simple_cnn", image_size=48)
+    assert export(ckpt, "onnx", tmp_path, "dynamo=false")["max_abs_diff"] <= 1e-5
+    with pytest.raises(ValueError, match="torchscript"):
+        export(ckpt, "tflite", tmp_path)
+
+
+def test_inference_model_is_the_module(tmp_path: Path) -> None:
+    module = load_module(checkpoint(tmp_path / "m.ckpt"))
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(InferenceModel(module)(images), module(images))
+
+
+def test_benchmark_runs_every_runtime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = checkpoint(tmp_path / "m.ckpt")
+    args = ["--ckpt", str(ckpt), "--iters", "3", "--repeats", "1", "--batch", "4", "--out", str(tmp_path / "b.json")]
+    rows = bench_main(args)
+    assert [r["runtime"] for r in rows] == ["pytorch", "pytorch channels_last", "torchscript", "onnxruntime"]
+    assert all(r["batch4_images_per_s"] > 0 for r in rows)
+    assert "| onnxruntime |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["env"]["threads"] == 1
