@@ -44,10 +44,14 @@ def run_eval(cfg: DictConfig) -> dict:
         datamodule.test_split = split
         (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
         metrics |= {key.replace("test/", f"{split}/"): value for key, value in results.items()}
-        report = module.test_report
-        write_split_report(output_dir, split, report["confmat"].numpy(), datamodule.class_names)
-        metrics[f"{split}/per_class_acc"] = dict(zip(datamodule.class_names, report["per_class_acc"].tolist()))
-    write_metrics_json(output_dir / "metrics.json", metrics)
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith(("/acc", "/f1_macro")))
-    print(f"\nEval metrics: {summary}\nRun directory: {output_dir}")
+        # under DDP the confusion matrix is synced across ranks (torchmetrics): rank 0 writes the reports
+        if trainer.is_global_zero:
+            report, names = module.test_report, datamodule.class_names
+            write_split_report(output_dir, split, report["confmat"].numpy(), names)
+            metrics[f"{split}/per_class_acc"] = dict(zip(names, report["per_class_acc"].tolist(), strict=True))
+    if trainer.is_global_zero:
+        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_metrics_json(output_dir / "metrics.json", metrics)
+        summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith(("/acc", "/f1_macro")))
+        print(f"\nEval metrics: {summary}\nRun directory: {output_dir}")
     return metrics

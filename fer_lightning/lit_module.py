@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from fer_lightning.data.mixup import MixupCutmix
+from fer_lightning.losses import hard_targets, soft_cross_entropy
 
 
 def eval_metrics(num_classes: int) -> MetricCollection:
@@ -38,6 +40,8 @@ class FERLitModule(L.LightningModule):
         class_names: Sequence[str] | None = None,
         in_chans: int = 1,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         model_config: dict | None = None,
         compile: bool = False,
     ) -> None:
@@ -52,6 +56,10 @@ class FERLitModule(L.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.register_buffer("input_mean", torch.full((1, in_chans, 1, 1), 0.5))
         self.register_buffer("input_std", torch.full((1, in_chans, 1, 1), 0.5))
+        # Batch-level Mixup/CutMix (off at alpha 0), and class weights for data.balance=weighted_loss, taken from the
+        # datamodule in `setup` (not persistent: a resumed run takes them from its data again)
+        self.batch_mix = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha) if mixup_alpha or cutmix_alpha else None
+        self.register_buffer("class_weights", None, persistent=False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = eval_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = eval_metrics(num_classes).clone(prefix="test/")
@@ -67,6 +75,8 @@ class FERLitModule(L.LightningModule):
             self.input_mean.fill_(info["mean"])
             self.input_std.fill_(info["std"])
             self.hparams["preprocessing"] = info
+            if getattr(datamodule, "class_weights", None) is not None:
+                self.class_weights = datamodule.class_weights.to(self.input_mean.device)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float normalised; a float input is taken as already scaled to [0, 1]."""
@@ -87,20 +97,23 @@ class FERLitModule(L.LightningModule):
     # ----- steps -------------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        inputs = self.normalize(images)
+        if self.batch_mix is not None:
+            inputs, targets = self.batch_mix(inputs, targets)  # targets become probabilities
+        logits = self.net(inputs)
+        loss = soft_cross_entropy(logits, targets, self.class_weights, self.hparams.label_smoothing)
         if hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
-        self.train_acc(logits, targets)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_acc(logits, hard_targets(targets))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, stage: str) -> None:
         images, targets = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, targets)
-        metrics.update(logits, targets)
+        loss = soft_cross_entropy(logits, targets)  # FER+ probability labels are soft at eval too
+        metrics.update(logits, hard_targets(targets))
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -124,8 +137,9 @@ class FERLitModule(L.LightningModule):
         values = self._log_scalars(self.test_metrics)
         self.test_report = {k.removeprefix("test/"): v.cpu() for k, v in values.items()}
 
-    def on_fit_start(self) -> None:
-        self.val_acc_best.reset()  # the sanity check's validation must not count as the best epoch
+    def on_train_start(self) -> None:
+        # after the sanity check (on_fit_start runs before it), whose partial validation must not count as the best
+        self.val_acc_best.reset()
 
     # ----- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -9,8 +9,11 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lightning.loggers import finish_loggers, log_run_config
+from fer_lightning.sweep import multirun_ddp_job
 from fer_lightning.utils.report import write_metrics_json, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
@@ -40,24 +43,43 @@ def scalar_metrics(results: list[dict]) -> dict[str, float]:
 
 
 def run_training(cfg: DictConfig) -> dict[str, float]:
-    """Fit, select the best checkpoint on val (PublicTest), test it (PrivateTest), write the reports."""
+    """Fit, select the best checkpoint on val (PublicTest), test it (PrivateTest), write the reports.
+
+    Under DDP every rank runs this and returns the same metrics (synced across ranks); only rank 0 writes files.
+    """
     started = time.time()
-    print_config_tree(cfg)
+    rank_zero = rank_zero_only.rank == 0
+    if rank_zero:
+        print_config_tree(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    datamodule, module, trainer = build_run(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    log.info("best checkpoint (by val/acc): %s", best)
-    metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False))
-    metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best))
+    if rank_zero:
+        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with multirun_ddp_job():
+        datamodule, module, trainer = build_run(cfg)
+        log_run_config(trainer, cfg)
+        try:
+            metrics, best = fit_validate_test(trainer, module, datamodule, cfg.get("ckpt_path"))
+        finally:
+            finish_loggers(trainer)  # also after an error: the next job of a sweep must not reuse this W&B run
     metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started}
     if trainer.is_global_zero:
         report_test(module, datamodule, output_dir, metrics, best)
     return metrics
+
+
+def fit_validate_test(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None
+) -> tuple[dict[str, float], str | None]:
+    """`ckpt_path` resumes a fit (optimizer, schedulers, loops, callbacks and RNG states included)."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    log.info("best checkpoint (by val/acc): %s", best)
+    metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False))
+    metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best))
+    return metrics, best
 
 
 def report_test(module, datamodule, output_dir: Path, metrics: dict, best: str | None) -> None:

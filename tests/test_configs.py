@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import hydra
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -43,7 +45,13 @@ def test_every_group_has_two_options() -> None:
 
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_option_composes_and_resolves(group: str, option: str, tmp_path: Path) -> None:
-    cfg = compose_train([f"{group}={option}"], tmp_path)
+    overrides = [f"{group}={option}"]
+    if option == "image_folder":  # its class count, channels and size are read from the tree at data.path
+        for name in ("cat", "dog"):
+            (tmp_path / "images" / name).mkdir(parents=True)
+            cv2.imwrite(str(tmp_path / "images" / name / "0.png"), np.zeros((32, 32), np.uint8))
+        overrides.append(f"data.path={tmp_path / 'images'}")
+    cfg = compose_train(overrides, tmp_path)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     assert cfg.module.num_classes == cfg.data.num_classes == len(cfg.data.class_names)
     assert cfg.model.num_classes == cfg.data.num_classes

@@ -1,7 +1,8 @@
-"""LightningDataModule for FER2013-format data: Training = train, PublicTest = val, PrivateTest = test.
+"""LightningDataModule for every FER data format (`data.format`, see `sources.py`): one train/val/test pipeline.
 
-Images stay uint8 end to end (memory-mapped cache -> albumentations in the workers -> uint8 batches);
-conversion to float and normalisation happen on the model's device, in the LitModule.
+FER2013's convention: Training = train, PublicTest = val, PrivateTest = test. Images stay uint8 end to end
+(memory-mapped cache -> uint8 arrays in memory -> albumentations in the workers -> uint8 batches); conversion to
+float and normalisation happen on the model's device, in the LitModule.
 """
 
 from __future__ import annotations
@@ -16,18 +17,36 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fer_lightning.data.fer2013 import FER2013_CLASSES, FER2013_SIZE, FERArrays, load_fer2013
+from fer_lightning.data.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
+from fer_lightning.data.ferplus import LABEL_MODES
+from fer_lightning.data.sampling import (
+    BALANCE_MODES,
+    SPLITS,
+    assign_splits,
+    balanced_sampler,
+    check_fractions,
+    class_counts,
+    class_weights,
+    hard_labels,
+)
+from fer_lightning.data.sources import FER2013_SOURCE, SourceData, check_format, drop_blank_images, load_source
 from fer_lightning.data.views import CenterCrop
 
 log = logging.getLogger(__name__)
 
-FER2013_SOURCE = (
-    "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge"
-)
+__all__ = ["FER2013_SOURCE", "FERDataModule", "FERDataset"]
+
+
+def to_chw(image: np.ndarray, in_chans: int) -> torch.Tensor:
+    """(H, W) or (H, W, C) uint8 array -> (in_chans, H, W) tensor (a gray image is repeated for 3 channels)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image))
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor.expand(in_chans, -1, -1) if tensor.shape[0] != in_chans else tensor
 
 
 class FERDataset(Dataset):
-    """Indexes uint8 images (N, H, W); returns a (C, h, w) uint8 tensor, or (V, C, h, w) for TTA views."""
+    """Indexes uint8 images (N, H, W) or (N, H, W, C); returns a (C, h, w) uint8 tensor, or (V, C, h, w) for TTA
+    views, with an int label or, for soft targets (N, K), a float probability vector."""
 
     def __init__(
         self,
@@ -45,24 +64,24 @@ class FERDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         image = np.asarray(self.images[index])
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
-        if self.in_chans != 1:
-            tensor = tensor.expand(self.in_chans, -1, -1)
+        tensor = to_chw(image, self.in_chans)
         if self.views is not None:
             tensor = self.views(tensor)
-        return tensor, int(self.labels[index])
+        label = self.labels[index]
+        return tensor, int(label) if np.ndim(label) == 0 else torch.from_numpy(np.array(label))
 
 
 class FERDataModule(L.LightningDataModule):
-    """FER2013 CSV (or `.csv.gz`) splits, decoded once and cached; `synthetic` generates the embedded stand-in."""
+    """Any FER data format, decoded once and cached; `synthetic` generates the embedded stand-in CSV first."""
 
     def __init__(
         self,
         path: str,
+        format: str = "fer2013",  # the config key users write (data.format), hence the builtin's name
         num_classes: int = 7,
         class_names: Sequence[str] = FER2013_CLASSES,
         in_chans: int = 1,
@@ -79,43 +98,101 @@ class FERDataModule(L.LightningDataModule):
         eval_transform: Callable | None = None,
         tta: Callable | None = None,
         synthetic: dict | None = None,
+        votes_path: str | None = None,
+        label_mode: str = "majority",
+        on_bad_rows: str = "error",
+        drop_blank: bool = False,
+        split: str = "usage",
+        split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        balance: str = "none",
     ) -> None:
         super().__init__()
-        self.path = Path(path)
+        self.path, self.format, self.votes_path, self.label_mode = Path(path), format, votes_path, label_mode
         self.class_names = tuple(class_names)
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"data.class_names has {len(self.class_names)} names but data.num_classes={num_classes}")
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.crop_size, self.batch_size, self.eval_batch_size = crop_size, batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.cache_dir = num_workers, pin_memory, cache_dir
         self.mean, self.std = mean, std
         self.train_transform, self.eval_transform, self.tta = train_transform, eval_transform, tta
-        self.synthetic = synthetic
+        self.synthetic, self.on_bad_rows, self.drop_blank = synthetic, on_bad_rows, drop_blank
+        self.split, self.split_fractions, self.split_seed, self.balance = split, split_fractions, split_seed, balance
+        self.check_options()
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.skipped_rows: list[str] = []  # every skipped bad row / file (data.on_bad_rows=skip)
+        self.class_weights: torch.Tensor | None = None  # set in setup when balance == weighted_loss
+        self._prepared: SourceData | None = None
         # which split `trainer.test` evaluates: eval.py points it at "val" to report PublicTest the same way
         self.test_split = "test"
 
+    def check_options(self) -> None:
+        """Every option's value is checked here, before any data is read."""
+        check_format(self.format)
+        check_policy(self.on_bad_rows)
+        check_fractions(self.split_fractions)
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"data.class_names has {len(self.class_names)} names but data.num_classes={self.num_classes}"
+            )
+        for key, value, allowed in (
+            ("label_mode", self.label_mode, LABEL_MODES),
+            ("balance", self.balance, BALANCE_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+
+    def load(self) -> SourceData:
+        return load_source(
+            self.format, self.path, class_names=list(self.class_names), in_chans=self.in_chans,
+            image_size=self.image_size, cache_dir=self.cache_dir, on_bad_rows=self.on_bad_rows,
+            votes_path=self.votes_path, label_mode=self.label_mode,
+        )  # fmt: skip
+
     def prepare_data(self) -> None:
         """Generate the synthetic file if asked, then decode once into the cache (rank 0 only)."""
+        if self.splits:
+            return  # fit, validate and test each call this: the data is already in memory
         if self.synthetic is not None:
             from fer_lightning.data.synthetic import ensure_synthetic_fer_csv
 
             ensure_synthetic_fer_csv(self.path, **self.synthetic)
-        check_data_file(self.path)
-        load_fer2013(self.path, self.cache_dir)
+        self._prepared = self.load()  # setup in this process reuses it; other ranks read the cache
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return  # setup runs once per stage; the arrays do not change between them
-        arrays = load_fer2013(self.path, self.cache_dir)
-        for usage, split in (("Training", "train"), ("PublicTest", "val"), ("PrivateTest", "test")):
-            images, labels = split_arrays(arrays, usage)
-            self.splits[split] = (resize_images(images, self.image_size), labels)
+        data, self._prepared = self._prepared or self.load(), None
+        self.skipped_rows = list(data.skipped)
+        if self.drop_blank:
+            data = drop_blank_images(data, self.path)
+        self.check_targets(data.targets)
+        split = assign_splits(hard_labels(data.targets), data.split, self.split, self.split_fractions, self.split_seed)
+        for index, name in enumerate(SPLITS):
+            rows = np.flatnonzero(split == index)
+            if not len(rows):
+                raise ValueError(f"{self.path}: the {name} split is empty; check the data or data.split_fractions")
+            images = resize_images(np.ascontiguousarray(data.images[rows]), self.image_size)
+            self.splits[name] = (images, np.ascontiguousarray(data.targets[rows]))
+        self.fit_statistics()
+        log.info("data %s (%s): %s", self.path, self.format, {k: len(v[1]) for k, v in self.splits.items()})
+
+    def check_targets(self, targets: np.ndarray) -> None:
+        width = targets.shape[1] if targets.ndim == 2 else int(targets.max()) + 1
+        if width > self.num_classes or (targets.ndim == 2 and width != self.num_classes):
+            raise ValueError(f"{self.path}: the data has {width} classes but data.num_classes={self.num_classes}")
+
+    def fit_statistics(self) -> None:
+        """Normalisation statistics and class balance, from the training split only."""
+        pixels, labels = self.splits["train"]
         if self.mean is None or self.std is None:
-            pixels = self.splits["train"][0]
             self.mean = float(pixels.mean() / 255.0)
             self.std = float(pixels.std() / 255.0)
-        log.info("data %s: %s", self.path, {k: len(v[1]) for k, v in self.splits.items()})
+            log.info("normalisation from the train split: mean %.4f, std %.4f", self.mean, self.std)
+        counts = class_counts(labels, self.num_classes)
+        log.info("train class counts: %s", dict(zip(self.class_names, counts.tolist())))
+        if self.balance == "weighted_loss":
+            self.class_weights = class_weights(labels, self.num_classes)
+            log.info("class weights for the loss: %s", [round(w, 3) for w in self.class_weights.tolist()])
 
     @property
     def preprocessing(self) -> dict:
@@ -138,10 +215,14 @@ class FERDataModule(L.LightningDataModule):
 
     def loader(self, split: str) -> DataLoader:
         train = split == "train"
+        sampler = None
+        if train and self.balance == "weighted_sampler":
+            sampler = balanced_sampler(self.splits["train"][1], self.num_classes)
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -157,26 +238,8 @@ class FERDataModule(L.LightningDataModule):
         return self.loader(self.test_split)
 
 
-def split_arrays(arrays: FERArrays, usage: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = arrays.split(usage)
-    if len(labels) == 0:
-        raise ValueError(f"the data has no {usage!r} rows; FER2013 needs Training, PublicTest and PrivateTest rows")
-    return np.ascontiguousarray(images), np.ascontiguousarray(labels)
-
-
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Resize once at setup (not per step) when the model wants another size than the stored one."""
     if images.shape[1:3] == (size, size):
         return images
     return np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR) for img in images])
-
-
-def check_data_file(path: Path) -> None:
-    if path.exists():
-        return
-    raise FileNotFoundError(
-        f"FER2013 data not found at {path.resolve()}.\n"
-        f"  Download fer2013.csv (or fer2013.csv.gz) from Kaggle: {FER2013_SOURCE}\n"
-        f"  and put it there, or point to it with data.path=/path/to/fer2013.csv\n"
-        f"  To try the framework on the embedded synthetic data instead: python train.py data=synthetic"
-    )

@@ -1,7 +1,11 @@
+"""The FER2013 CSV reader: plain, gzip and Kaggle's tar.gz; per-row errors or skips; the cache; the real file."""
+
 from __future__ import annotations
 
 import gzip
+import logging
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,77 @@ def test_bad_row_names_file_line_and_expectation(fer_csv: Path, field: int, valu
     assert f"{fer_csv}, line 5" in str(error.value)
 
 
+def test_reads_kaggle_tar_gz_without_unpacking(fer_csv: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "kaggle" / "fer2013.tar.gz"
+    archive.parent.mkdir()
+    readme = tmp_path / "README"
+    readme.write_text("Kaggle's README comes first in the archive")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(readme, arcname="fer2013/README")
+        tar.add(fer_csv, arcname="fer2013/fer2013.csv")
+    arrays = read_fer2013_csv(archive)
+    assert np.array_equal(arrays.images, read_fer2013_csv(fer_csv).images)
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["fer2013.tar.gz"]  # nothing unpacked beside it
+
+
+def test_tar_without_csv_names_the_archive(tmp_path: Path) -> None:
+    (tmp_path / "README").write_text("no data")
+    archive = tmp_path / "fer2013.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "README", arcname="fer2013/README")
+    with pytest.raises(DataFormatError, match=r"no \.csv file inside the archive"):
+        read_fer2013_csv(archive)
+
+
+def test_damaged_gzip_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.csv.gz"
+    path.write_bytes(b"this is not gzip data at all")
+    with pytest.raises(DataFormatError, match="cannot be read") as error:
+        read_fer2013_csv(path)
+    assert str(path) in str(error.value)
+
+
+def test_header_only_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "fer2013.csv"
+    path.write_text("emotion,pixels,Usage\n")
+    with pytest.raises(DataFormatError, match="no valid data rows"):
+        read_fer2013_csv(path)
+
+
+def test_skip_leaves_out_and_reports_bad_rows(fer_csv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    corrupt(fer_csv, 3, 1, "1 2 3")
+    corrupt(fer_csv, 7, 2, "Validation")
+    with pytest.raises(DataFormatError, match="on_bad_rows=skip"):
+        read_fer2013_csv(fer_csv)
+    with caplog.at_level(logging.WARNING):
+        arrays = load_fer2013(fer_csv, on_bad_rows="skip")
+    assert len(arrays.labels) == 68
+    assert len(arrays.skipped) == 2
+    assert f"{fer_csv}, line 3: expected 2304 pixels" in arrays.skipped[0]
+    assert f"{fer_csv}, line 7: Usage must be one of" in arrays.skipped[1]
+    assert "skipped 2 bad rows" in caplog.text
+    assert "line 3" in caplog.text
+    assert "line 7" in caplog.text
+    assert 1 not in arrays.rows
+    assert 5 not in arrays.rows
+
+
+def test_cached_decode_still_applies_the_policy(fer_csv: Path, tmp_path: Path) -> None:
+    corrupt(fer_csv, 4, 0, "7")
+    cache = tmp_path / "cache"
+    assert len(load_fer2013(fer_csv, cache, on_bad_rows="skip").labels) == 69
+    with pytest.raises(DataFormatError, match=r"line 4: emotion must be in 0\.\.6"):
+        load_fer2013(fer_csv, cache)  # the cache holds the skipped row: error mode must not reuse it silently
+    assert load_fer2013(fer_csv, cache, on_bad_rows="skip").skipped == [
+        f"{fer_csv}, line 4: emotion must be in 0..6, got 7"
+    ]
+
+
+def test_unknown_policy_is_rejected(fer_csv: Path) -> None:
+    with pytest.raises(ValueError, match="on_bad_rows must be one of"):
+        load_fer2013(fer_csv, on_bad_rows="ignore")
+
+
 def test_missing_column_is_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("emotion,pixels\n0," + " ".join(["0"] * 2304) + "\n")
@@ -85,16 +160,23 @@ def test_cache_follows_file_content(tmp_path: Path) -> None:
     assert not np.array_equal(before, load_fer2013(path, tmp_path / "cache").images)
 
 
+README_COUNTS = {  # ../shared/data/fer2013/README.md, measured on the Kaggle file
+    "Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
+    "PublicTest": [467, 56, 496, 895, 653, 415, 607],
+    "PrivateTest": [491, 55, 528, 879, 594, 416, 626],
+}
+README_BLANK_ROWS = [6458, 7629, 10423, 11286, 13148, 13402, 13988, 15894, 22198, 22927, 28601, 30002]
+
+
 @pytest.mark.real_data
-def test_real_fer2013_splits_and_class_counts(real_fer2013: Path, tmp_path: Path) -> None:
-    arrays = load_fer2013(real_fer2013, tmp_path / "cache")
-    # Counts from ../shared/data/fer2013/README.md (measured on the Kaggle file)
-    expected = {
-        "Training": [3995, 436, 4097, 7215, 4830, 3171, 4965],
-        "PublicTest": [467, 56, 496, 895, 653, 415, 607],
-        "PrivateTest": [491, 55, 528, 879, 594, 416, 626],
-    }
+def test_real_fer2013_splits_and_class_counts(real_fer2013: Path, real_cache: Path) -> None:
+    arrays = load_fer2013(real_fer2013, real_cache)
     assert arrays.images.shape == (35887, 48, 48)
-    for usage, counts in expected.items():
+    assert not arrays.skipped
+    assert np.array_equal(arrays.rows, np.arange(35887))
+    for usage, counts in README_COUNTS.items():
         _, labels = arrays.split(usage)
         assert np.bincount(labels, minlength=7).tolist() == counts
+    assert [len(arrays.split(u)[1]) for u in ("Training", "PublicTest", "PrivateTest")] == [28709, 3589, 3589]
+    flat = arrays.images.reshape(len(arrays.images), -1)
+    assert np.flatnonzero(flat.max(1) == 0).tolist() == README_BLANK_ROWS

@@ -1,0 +1,95 @@
+"""Experiment loggers: W&B that never blocks a run, and the resolved run config sent to every logger.
+
+W&B goes offline by itself when no API key is configured (neither `WANDB_API_KEY` nor a netrc entry for its host),
+writes everything under the run directory, and prints the `wandb sync` command that uploads it later.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+
+def wandb_api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(mode: str | None = None) -> str:
+    """The configured mode, else `WANDB_MODE`, else online with an API key and offline without one."""
+    return mode or os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
+
+
+def hydra_job_names() -> tuple[str | None, str | None]:
+    """(group, name) defaults: in a multirun every job joins the sweep's group and is named by its overrides."""
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, Path(hydra_cfg.runtime.output_dir).name
+    overrides = hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+    return Path(hydra_cfg.sweep.dir).name, f"{hydra_cfg.job.num}:{overrides}"[:128]
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str,
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    job_type: str | None = None,
+    log_model: bool | str = True,
+    mode: str | None = None,
+) -> WandbLogger:
+    """Lightning's WandbLogger with the offline fallback, and group/name taken from Hydra when not given."""
+    default_group, default_name = hydra_job_names()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    # `mode` goes straight to wandb.init; Lightning's own `offline=True` refuses log_model, but offline W&B runs
+    # do keep artifacts and upload them on `wandb sync`.
+    return WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        group=group or default_group,
+        name=name or default_name,
+        tags=list(tags),
+        job_type=job_type,
+        log_model=log_model,
+        mode=wandb_mode(mode),
+    )
+
+
+def log_run_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The whole resolved config, beside the module's hyperparameters that Lightning logs by itself."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(config)
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close W&B runs (so the next run in this process starts its own) and say how to upload offline ones."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, WandbLogger) or logger._experiment is None or not trainer.is_global_zero:
+            continue  # never started (or not rank 0): nothing to close
+        run = logger.experiment
+        offline = run.settings.mode in ("offline", "dryrun")
+        run_dir = Path(run.dir).parent
+        run.finish()
+        if offline:
+            print(f"W&B ran offline (no API key configured). Upload this run with:\n  wandb sync {run_dir}")

@@ -1,0 +1,92 @@
+"""Write a PNG grid of real training images and augmented draws: `python -m fer_lightning.show_aug aug=heavy`.
+
+Rows: `images` training images (one per class first, then seeded picks); columns: the image as stored, then `num`
+draws of the `aug` preset's train transform, exactly as the DataLoader workers apply it. Crops smaller than the
+stored image are shown centred on a grey cell of the stored size, so their scale is visible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+from fer_lightning.cli import CONFIG_DIR
+from fer_lightning.data.sampling import hard_labels
+
+
+def pick_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """One random row of each class first (in class order), then random other rows, up to `count`."""
+    rng = np.random.default_rng(seed)
+    first = [rng.choice(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), first))
+    return np.concatenate([first, rest])[:count].astype(int)
+
+
+def on_cell(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`image` centred on a grey canvas of `shape` (when it is smaller, e.g. a random crop)."""
+    if image.shape[:2] == shape[:2]:
+        return image
+    canvas = np.full((max(shape[0], image.shape[0]), max(shape[1], image.shape[1]), *image.shape[2:]), 128, np.uint8)
+    top, left = (canvas.shape[0] - image.shape[0]) // 2, (canvas.shape[1] - image.shape[1]) // 2
+    canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return canvas
+
+
+def augmented_grid(images: np.ndarray, transform, num: int, seed: int) -> list[list[np.ndarray]]:
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+    rows = []
+    for image in images:
+        draws = [transform(image=image)["image"] if transform is not None else image for _ in range(num)]
+        rows.append([image, *(on_cell(draw, image.shape) for draw in draws)])
+    return rows
+
+
+def plot_grid(rows: list[list[np.ndarray]], row_titles: list[str], title: str) -> Figure:
+    figure = Figure(figsize=(1.1 * len(rows[0]), 1.2 * len(rows) + 0.4), layout="constrained")
+    axes = figure.subplots(len(rows), len(rows[0]), squeeze=False)
+    for r, cells in enumerate(rows):
+        for c, cell in enumerate(cells):
+            axis = axes[r, c]
+            axis.imshow(cell, cmap="gray" if cell.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c == 0:
+                axis.set_ylabel(row_titles[r], fontsize=8)
+            if r == 0:
+                axis.set_title("stored" if c == 0 else f"draw {c}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def write_aug_grid(cfg: DictConfig, aug_name: str = "") -> Path:
+    """Decode the configured data, draw the grid and save it to `cfg.out`; returns the path."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    images, targets = datamodule.splits["train"]
+    labels = hard_labels(targets)
+    rows = pick_rows(labels, int(cfg.images), int(cfg.seed))
+    grid = augmented_grid(np.asarray(images[rows]), datamodule.train_transform, int(cfg.num), int(cfg.seed))
+    names = [datamodule.class_names[labels[r]] for r in rows]
+    title = f"aug={aug_name or '?'}: train transform on {datamodule.path.name} (crop {cfg.aug.crop_size or 'none'})"
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_grid(grid, names, title).savefig(out, dpi=100)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="show_aug")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    out = write_aug_grid(cfg, HydraConfig.get().runtime.choices.get("aug", ""))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

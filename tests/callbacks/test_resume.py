@@ -1,0 +1,152 @@
+"""Interrupt (SIGTERM, Ctrl-C) -> checkpoint -> `ckpt_path=` resume, ending where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from fer_lightning.callbacks.resume import collect_rng_states, set_rng_states
+from fer_lightning.checkpoint import read_checkpoint
+from fer_lightning.training import run_training
+from tests.conftest import compose_train, write_fer_csv
+from tests.scripts import finish_script, one_thread, script_env, start_script  # noqa: F401 (fixture)
+
+COMPARED = ("val/acc", "val/loss", "val/f1_macro", "val/acc_best", "test/acc", "test/loss", "test/f1_macro", "epochs")
+
+
+class SigtermAtEpochEnd(L.Callback):
+    """Sends this process a real SIGTERM at the end of epoch `epoch`, as a cluster's pre-emption would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class InterruptAtBatch(L.Callback):
+    """Ctrl-C (KeyboardInterrupt) in the middle of the first epoch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == 1:
+            raise KeyboardInterrupt
+
+
+class SlowBatches(L.Callback):
+    """Marks the first batch with a file, then slows training down so that a signal lands mid-epoch."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.marker.touch()
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def restore_global_state():
+    """Lightning leaves deterministic algorithms on, and ignores SIGINT after a Ctrl-C: undo both."""
+    deterministic, sigint = torch.are_deterministic_algorithms_enabled(), signal.getsignal(signal.SIGINT)
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    signal.signal(signal.SIGINT, sigint)
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    # 4 training batches of 8 per epoch; no augmentation, so the only randomness is the torch RNG's
+    return write_fer_csv(tmp_path / "fer.csv", {"Training": 32, "PublicTest": 16, "PrivateTest": 16})
+
+
+def overrides(csv: Path, *extra: str) -> list[str]:
+    return [
+        f"data.path={csv}",
+        "model=tiny_xception",
+        "aug=none",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "logger=none",
+        # the last epoch is the one validated and tested: the compared metrics depend on the resumed epoch
+        "callbacks.model_checkpoint.monitor=null",
+        *extra,
+    ]
+
+
+@pytest.mark.usefixtures("one_thread", "restore_global_state")
+def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tiny_csv: Path, tmp_path: Path) -> None:
+    uninterrupted = run_training(compose_train(overrides(tiny_csv), tmp_path / "a"))
+
+    stop = ["+callbacks.sigterm._target_=tests.callbacks.test_resume.SigtermAtEpochEnd", "+callbacks.sigterm.epoch=1"]
+    interrupted_cfg = compose_train(overrides(tiny_csv, *stop), tmp_path / "b")
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException, after the checkpoint is written
+        run_training(interrupted_cfg)
+    checkpoint = Path(interrupted_cfg.paths.output_dir) / "checkpoints" / "interrupted.ckpt"
+    saved = read_checkpoint(checkpoint)  # weights_only=True: the RNG states are plain tensors and tuples
+    assert (saved["epoch"], saved["global_step"]) == (2, 8)  # epochs 0 and 1 done, 4 steps each
+    assert "rng_states" in saved
+    assert not (Path(interrupted_cfg.paths.output_dir) / "metrics.json").exists()
+
+    # in the interrupted run's directory, as the resume hint says: ModelCheckpoint keeps its best-so-far
+    resumed = run_training(compose_train(overrides(tiny_csv, f"ckpt_path={checkpoint}"), tmp_path / "b"))
+    for key in COMPARED:
+        assert resumed[key] == pytest.approx(uninterrupted[key], abs=1e-6), key
+    final = [read_checkpoint(tmp_path / run / "run" / "checkpoints" / "last.ckpt") for run in ("a", "b")]
+    assert final[1]["global_step"] == final[0]["global_step"] == 12  # saved at the end of the last epoch
+    for name, weight in final[0]["state_dict"].items():
+        assert torch.equal(weight, final[1]["state_dict"][name]), name
+
+
+@pytest.mark.usefixtures("one_thread", "restore_global_state")
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_csv: Path, tmp_path: Path) -> None:
+    interrupt = ["+callbacks.interrupt._target_=tests.callbacks.test_resume.InterruptAtBatch"]
+    cfg = compose_train(overrides(tiny_csv, *interrupt, "trainer.max_epochs=1"), tmp_path / "a")
+    with pytest.raises(SystemExit) as exit_info:
+        run_training(cfg)
+    assert exit_info.value.code == 1
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "interrupted.ckpt"
+    assert read_checkpoint(checkpoint)["global_step"] == 2  # stopped after the second batch of epoch 0
+
+    resume = overrides(tiny_csv, f"ckpt_path={checkpoint}", "trainer.max_epochs=1")
+    resumed = run_training(compose_train(resume, tmp_path / "b"))
+    assert resumed["epochs"] == 1
+    assert 0.0 <= resumed["test/acc"] <= 1.0
+
+
+def test_external_sigterm_mid_epoch_saves_and_exits_cleanly(tiny_csv: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "training_started"
+    slow = ["+callbacks.slow._target_=tests.callbacks.test_resume.SlowBatches", f"+callbacks.slow.marker={marker}"]
+    args = [*overrides(tiny_csv, *slow), "trainer.deterministic=false", f"hydra.run.dir={tmp_path}/run"]
+    process = start_script("train.py", *args, cwd=tmp_path, env=script_env(tmp_path))
+    deadline = time.time() + 60
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    result = finish_script(process, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
+    saved = read_checkpoint(checkpoint)
+    assert saved["epoch"] == 0
+    assert 1 <= saved["global_step"] < 4  # mid-epoch
+    assert f"ckpt_path={checkpoint} hydra.run.dir={tmp_path / 'run'}" in result.stdout + result.stderr
+
+
+def test_rng_states_round_trip() -> None:
+    states = collect_rng_states()
+    expected = torch.rand(3), np.random.rand(3), random.random()
+    set_rng_states(states)
+    again = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(expected[0], again[0])
+    assert (expected[1] == again[1]).all()
+    assert expected[2] == again[2]

@@ -1,0 +1,44 @@
+"""The data tools: the augmentation preview grid (show_aug) and the loader-vs-model benchmark (bench_loader)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_lightning.data import bench_loader
+from fer_lightning.show_aug import augmented_grid, pick_rows, write_aug_grid
+from tests.conftest import compose_train
+
+
+def test_show_aug_writes_a_grid_of_augmented_training_images(fer_csv: Path, tmp_path: Path) -> None:
+    overrides = ["aug=heavy", f"data.path={fer_csv}", f"paths.cache_dir={tmp_path / 'cache'}", "num=5"]
+    cfg = compose_train(overrides, tmp_path, config_name="show_aug")
+    out = write_aug_grid(cfg, "heavy")
+    assert out == tmp_path / "run" / "aug.png"
+    image = cv2.imread(str(out))
+    assert image is not None
+    assert image.shape[0] > 300
+    assert image.shape[1] > 400
+
+
+def test_grid_rows_hold_the_stored_image_then_draws_of_the_stored_size() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    crop = lambda image: {"image": image[:40, :40]}  # noqa: E731 (a transform that crops, like aug=heavy)
+    rows = augmented_grid(images, crop, num=3, seed=0)
+    assert len(rows) == 2
+    assert len(rows[0]) == 4
+    assert np.array_equal(rows[0][0], images[0])
+    assert all(cell.shape == (48, 48) for cell in rows[1])  # crops centred on a cell of the stored size
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    assert sorted(labels[pick_rows(labels, 3, seed=0)].tolist()) == [0, 1, 2]  # one of every class first
+
+
+def test_bench_loader_reports_both_rates(fer_csv: Path, tmp_path: Path) -> None:
+    result = bench_loader.main(
+        [f"data.path={fer_csv}", f"paths.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "model=simple_cnn",
+         "aug=heavy", "data.batch_size=8", "batches=3", "warmup=1", "steps=1"]
+    )  # fmt: skip
+    assert result["loader"] > 0
+    assert result["model_step"] > 0

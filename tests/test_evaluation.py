@@ -1,0 +1,93 @@
+"""eval.py: any checkpoint on configured data, the same metrics.json and reports as training writes."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer_lightning.checkpoint import CheckpointError
+from fer_lightning.evaluation import run_eval
+from fer_lightning.training import run_training
+from tests.conftest import compose_train, write_fer_csv
+from tests.scripts import run_script
+
+REPORTS = ("confusion_matrix_{}.png", "per_class_{}.md", "per_class_{}.json")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A short training run; its metrics.json and best checkpoint."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_fer_csv(root / "fer.csv", {"Training": 40, "PublicTest": 14, "PrivateTest": 14})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = compose_train([f"data.path={data}", "model=tiny_xception", "debug=limit", "data.batch_size=8"], root)
+    run_training(cfg)
+    torch.set_num_threads(threads)
+    return {"data": data, **json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())}
+
+
+def eval_cfg(tmp_path: Path, *overrides: str):
+    return compose_train(["trainer.accelerator=cpu", "data.num_workers=0", *overrides], tmp_path, config_name="eval")
+
+
+def test_eval_reproduces_the_training_metrics_and_reports(trained: dict, tmp_path: Path) -> None:
+    cfg = eval_cfg(tmp_path, f"data.path={trained['data']}", f"ckpt_path={trained['best_checkpoint']}")
+    metrics = run_eval(cfg)
+    out = Path(cfg.paths.output_dir)
+    for key in ("val/acc", "val/loss", "val/f1_macro", "test/acc", "test/loss", "test/f1_macro"):
+        assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert metrics["test/per_class_acc"] == pytest.approx(trained["test/per_class_acc"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["checkpoint"] == trained["best_checkpoint"]
+    assert saved["val/acc"] == pytest.approx(metrics["val/acc"])
+    for split in ("val", "test"):
+        for name in REPORTS:
+            assert (out / name.format(split)).stat().st_size > 0
+    assert sum(map(sum, json.loads((out / "per_class_test.json").read_text())["confusion_matrix"])) == 14
+    assert "ckpt_path:" in (out / "config_resolved.yaml").read_text()
+
+
+def test_eval_script_with_tencrop_on_the_val_split(trained: dict, tmp_path: Path) -> None:
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={trained['best_checkpoint']}",
+        f"data.path={trained['data']}",
+        "tta=tencrop",
+        "split=val",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path}/eval",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["tta"].endswith("TenCropTTA")
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    assert not [key for key in metrics if key.startswith("test/")]
+    assert (tmp_path / "eval" / "per_class_val.md").exists()
+    assert not (tmp_path / "eval" / "per_class_test.md").exists()
+
+
+def test_eval_names_a_checkpoint_that_is_not_ours(trained: dict, tmp_path: Path) -> None:
+    torch.save({"a": 1}, tmp_path / "plain.ckpt")
+    cfg = eval_cfg(tmp_path, f"data.path={trained['data']}", f"ckpt_path={tmp_path / 'plain.ckpt'}")
+    with pytest.raises(CheckpointError, match="plain.ckpt: not a fer-lightning checkpoint"):
+        run_eval(cfg)
+
+
+def test_eval_refuses_data_with_another_class_count(trained: dict, tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "ferplus.csv", {"Training": 8, "PublicTest": 8, "PrivateTest": 8}, num_classes=8)
+    eight = ["data.num_classes=8", "data.class_names=[a,b,c,d,e,f,g,h]"]
+    cfg = eval_cfg(tmp_path, f"data.path={data}", *eight, f"ckpt_path={trained['best_checkpoint']}")
+    with pytest.raises(ValueError, match=r"\.ckpt predicts 7 classes but data .*ferplus.csv has 8"):
+        run_eval(cfg)
+
+
+def test_fer_eval_console_script_is_eval_main() -> None:
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "fer-eval"]
+    assert script.value == "fer_lightning.cli:eval_main"
