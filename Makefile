@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first, by exact version, so nothing can make pip pick another (CUDA-sized) build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow lint format clean
+.PHONY: install train test test-slow bench lint format clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
+
+# Training and inference speed on this machine (fer_lightning/bench.py): framework vs bare model step vs a plain
+# PyTorch loop, both data paths; writes experiments/bench/<machine>.json and .md. BENCH_ARGS="--models resnet18 ..."
+BENCH_ARGS ?= --models mini_xception --aug heavy
+bench: install
+	$(PY) -m fer_lightning.bench $(BENCH_ARGS) --out experiments/bench
 
 lint: install
 	$(VENV)/bin/ruff check .

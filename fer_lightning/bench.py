@@ -1,214 +1,352 @@
-"""Benchmark: training and inference speed of the framework against the bare model and a plain PyTorch loop.
+"""Training and inference speed of the framework against the bare model step and a plain PyTorch loop.
 
-`python -m fer_lightning.bench --models mini_xception resnet18 --aug heavy --out experiments/bench` prints a
-Markdown table and writes `bench.json` + `bench.md`. Per model it measures, in one process:
+`python -m fer_lightning.bench --models mini_xception resnet20 --out experiments/bench` (or `make bench`) measures,
+per model and in one process, on the same number of training images for every path:
 
-- `bare_step`: forward + backward + optimizer step on preloaded, normalised float tensors (the ceiling);
-- `framework`: a real training epoch through the framework (FER DataModule with the `aug` preset in DataLoader
-  workers, Lightning loop, LitModule), and `framework / bare_step` (framework efficiency);
-- `plain_loop`: the same epoch written the way the reference FER scripts do it (float32 images, per-image
-  transforms and normalisation, default collation, a hand-written loop), and `framework / plain_loop`;
-- inference latency for one face (batch 1, median ms) and throughput at batch 256; peak memory.
+- `bare_step`: forward + backward + optimizer step on one preloaded, normalised batch already on the device, in the
+  framework's precision, memory format and compile setting (the ceiling: no data, no loop);
+- `framework`: an epoch through the framework, once per data path (`data.loader=workers`: albumentations in
+  DataLoader workers; `device`: batched augmentation on the training device): the real FERDataModule with the `aug`
+  preset, the Lightning loop and the FERLitModule, with the configured callbacks that change speed (channels_last);
+  `framework / bare_step` is the framework efficiency;
+- `plain_loop`: the same epoch written the way the reference FER scripts do it (`bench_plain.py`: per-image
+  transforms to float32 tensors, same workers, float32 NCHW model, per-step `.item()`); `framework / plain_loop`;
+- inference of the trained LitModule (uint8 in, normalisation included): median latency of one face (batch 1)
+  and throughput at batch 256;
+- peak memory of each training path: CUDA memory allocated, or on the CPU the main process's peak RSS (workers
+  are other processes and are not counted).
+
+Epoch paths run two epochs of `--batches` batches and time the second whole (its loader start included), so the
+first warms up workers, allocators, cuDNN/oneDNN and torch.compile; the bare step warms up for 5 steps.
+Writes `<out>/<machine>.json` and `<machine>.md` and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import platform
-import resource
+import re
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import hydra
 import lightning as L
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
 
+from fer_lightning.bench_plain import PlainFERDataset, plain_loop_images_per_s
+from fer_lightning.callbacks.memory_format import channels_last_wanted
 from fer_lightning.cli import CONFIG_DIR
-from fer_lightning.models import create_model
-
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 
 
-def compose_cfg(model: str, aug: str, data_path: str | None, workdir: Path, extra: list[str]):
-    data = ["data=fer2013", f"data.path={data_path}"] if data_path else ["data=synthetic"]
-    overrides = [f"model={model}", f"aug={aug}", *data, f"paths.root_dir={workdir}", f"paths.output_dir={workdir}/run"]
-    overrides += [f"paths.cache_dir={Path.cwd() / 'data' / 'cache'}", *extra]
+@dataclass
+class Settings:
+    """The speed choices of the framework paths (the plain loop keeps the reference scripts' own)."""
+
+    device: str
+    precision: str  # Lightning's: 32-true, or bf16-mixed (autocast)
+    channels_last: bool
+    compile: bool
+    workers: int
+    batches: int  # timed training batches per path; 0 = one whole epoch
+    repeats: int  # timed batch-1 inference calls
+
+    @property
+    def autocast(self) -> bool:
+        return self.precision.startswith("bf16")
+
+
+def synchronize(device: torch.device) -> None:
+    """CUDA runs asynchronously: a clock read without this would time the kernel launches, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compose_cfg(model: str, loader: str | None, args: argparse.Namespace, settings: Settings, workdir: Path):
+    data = ["data=fer2013", f"data.path={args.data_path}"] if args.data_path else ["data=synthetic"]
+    gpu = settings.device == "cuda"
+    overrides = [
+        f"model={model}", f"aug={args.aug}", *data, f"data.num_workers={settings.workers}",
+        f"data.pin_memory={gpu}", f"trainer={'gpu' if gpu else 'cpu'}", f"trainer.precision={settings.precision}",
+        f"module.compile={settings.compile}", f"callbacks.channels_last.enabled={settings.channels_last}",
+        "module.scheduler=null", "logger=none", f"paths.output_dir={workdir}",
+    ]  # fmt: skip
+    overrides += [f"data.loader={loader}"] if loader else []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        # the user's overrides last, so they win (a scheduler that needs validation, say, stays off unless asked)
+        return compose(config_name="train", overrides=[*overrides, *args.override])
 
 
-class EpochTimer(L.Callback):
-    """Times training batches after a warm-up (worker start-up is not throughput)."""
+class LastEpochTimer(L.Callback):
+    """Times each training epoch whole, from its start to its end; after `fit` it holds the last epoch's."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.images = warmup, 0.0, 0
-        self.seconds = float("nan")
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.start, self.images, self.seconds = device, 0.0, 0, float("nan")
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start = time.perf_counter()
-        if batch_idx >= self.warmup:
-            self.images += batch[0].shape[0]
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
+        self.start, self.images = time.perf_counter(), 0
 
-    def on_train_epoch_end(self, trainer, module) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.device)
         self.seconds = time.perf_counter() - self.start
 
 
-def framework_images_per_s(cfg, steps: int, warmup: int) -> float:
-    datamodule = hydra.utils.instantiate(cfg.data)
+def build_module(cfg: DictConfig) -> L.LightningModule:
     net = hydra.utils.instantiate(cfg.model)
-    module = hydra.utils.instantiate(cfg.module, net=net, model_config={"name": cfg.model.name})
-    timer = EpochTimer(warmup)
-    trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=steps + warmup, limit_val_batches=0, num_sanity_val_steps=0,
+    model_config = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    return hydra.utils.instantiate(cfg.module, net=net, model_config=model_config)
+
+
+def framework_images_per_s(cfg: DictConfig, batches: int, device: torch.device) -> tuple[float, L.LightningModule]:
+    """Two epochs of `batches` through `trainer.fit`; images/s of the second. Validation, checkpoints, loggers and
+    the progress bar are off: they are per-epoch or cosmetic costs, not training throughput."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module, timer = build_module(cfg), LastEpochTimer(device)
+    speed = [hydra.utils.instantiate(cfg.callbacks.channels_last)] if "channels_last" in cfg.callbacks else []
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, max_epochs=2, limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[timer], accelerator=cfg.trainer.accelerator, precision=cfg.trainer.precision,
+        callbacks=[timer, *speed], default_root_dir=cfg.paths.output_dir,
     )  # fmt: skip
-    trainer.fit(module, datamodule=datamodule)
-    return timer.images / timer.seconds
+    trainer.fit(module, datamodule=hydra.utils.instantiate(cfg.data))
+    return timer.images / timer.seconds, module
 
 
-def bare_step_images_per_s(net: torch.nn.Module, shape: tuple[int, ...], num_classes: int, steps: int) -> float:
-    images = torch.randn(shape)
-    targets = torch.randint(0, num_classes, (shape[0],))
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    net.train()
-    for step in range(steps + 3):
-        if step == 3:
+def bare_step_images_per_s(cfg: DictConfig, settings: Settings, batches: int, crop: int, warmup: int = 5) -> float:
+    """The framework's model step and nothing else: same net, optimizer, loss, precision, layout and compile."""
+    device = torch.device(settings.device)
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark") or False)  # as the Trainer sets it
+    net = hydra.utils.instantiate(cfg.model).to(device).train()
+    if settings.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if settings.compile:
+        net.compile()
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=net.parameters())
+    images = torch.randn(cfg.data.batch_size, cfg.data.in_chans, crop, crop, device=device)
+    targets = torch.randint(0, cfg.data.num_classes, (cfg.data.batch_size,), device=device)
+    start = time.perf_counter()
+    for step in range(warmup + batches):
+        if step == warmup:
+            synchronize(device)
             start = time.perf_counter()
-        loss = F.cross_entropy(net(images), targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
+            loss = F.cross_entropy(net(images), targets, label_smoothing=cfg.module.label_smoothing)
+            if hasattr(net, "regularization_loss"):
+                loss = loss + net.regularization_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return steps * shape[0] / (time.perf_counter() - start)
+    synchronize(device)
+    return batches * cfg.data.batch_size / (time.perf_counter() - start)
 
 
-class PlainFERDataset(Dataset):
-    """The reference scripts' way: float32 images, per-image augmentation and normalisation."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, mean: float, std: float) -> None:
-        self.images, self.labels = images.astype(np.float32) / 255.0, labels
-        self.transform, self.mean, self.std = transform, mean, std
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = self.transform(image=self.images[index])["image"] if self.transform else self.images[index]
-        tensor = (torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0) - self.mean) / self.std
-        return tensor, int(self.labels[index])
+def plain_images_per_s(cfg: DictConfig, datamodule, batches: int, device: torch.device) -> float:
+    images, labels = datamodule.splits["train"]
+    transform = hydra.utils.instantiate(cfg.aug.train) if cfg.aug.train is not None else None
+    dataset = PlainFERDataset(images, labels, transform, datamodule.mean, datamodule.std, cfg.data.in_chans)
+    net = hydra.utils.instantiate(cfg.model)  # float32, NCHW, eager: the reference scripts' model
+    return plain_loop_images_per_s(
+        net, hydra.utils.instantiate(cfg.optimizer), dataset, cfg.data.batch_size, cfg.data.num_workers, device,
+        batches, cfg.module.label_smoothing,
+    )  # fmt: skip
 
 
-def plain_loop_images_per_s(cfg, steps: int, warmup: int) -> float:
+def timed(run: Callable[[], object], device: torch.device, calls: int) -> list[float]:
+    times = []
+    for _ in range(calls):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def inference_numbers(module: L.LightningModule, crop: int, settings: Settings) -> dict[str, float]:
+    """The LitModule as trained (layout, precision, compile), uint8 faces in: batch-1 latency, batch-256 rate."""
+    device = module.device
+    module.eval()
+    one = torch.randint(0, 256, (1, module.hparams.in_chans, crop, crop), dtype=torch.uint8, device=device)
+    many = one.expand(256, -1, -1, -1).contiguous()
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
+        timed(lambda: module(one), device, 10)  # warm-up: allocator, kernel choice, compile for this shape
+        latency = statistics.median(timed(lambda: module(one), device, settings.repeats))
+        timed(lambda: module(many), device, 2)
+        batch = statistics.median(timed(lambda: module(many), device, 5))
+    return {"latency_ms_batch1": 1000 * latency, "infer_images_per_s_batch256": 256 / batch}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    # Linux: "5" resets the process's peak RSS (VmHWM) to its current RSS; elsewhere the peak is the lifetime peak
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    except (OSError, AttributeError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measured(device: torch.device, run: Callable[[], object]) -> tuple[object, float]:
+    """`run()` and the peak memory it reached."""
+    reset_peak_memory(device)
+    result = run()
+    return result, peak_memory_mib(device)
+
+
+def bench_model(model: str, args: argparse.Namespace, settings: Settings, workdir: Path) -> list[dict]:
+    """One row per data path (`--loaders`); the bare step and the plain loop are measured once and shared."""
+    device = torch.device(settings.device)
+    cfg = compose_cfg(model, None, args, settings, workdir)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    images, labels = datamodule.splits["train"]
-    dataset = PlainFERDataset(images, labels, datamodule.train_transform, datamodule.mean, datamodule.std)
-    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, num_workers=cfg.data.num_workers)
-    net = hydra.utils.instantiate(cfg.model).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    count, start = 0, 0.0
-    for step, (inputs, targets) in enumerate(loader):
-        if step == warmup:
-            start = time.perf_counter()
-        loss = F.cross_entropy(net(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the reference loops accumulate running loss every step
-        count += inputs.shape[0] if step >= warmup else 0
-        if step + 1 == steps + warmup:
-            break
-    return count / (time.perf_counter() - start)
-
-
-def inference_numbers(net: torch.nn.Module, size: int, in_chans: int, repeats: int) -> dict[str, float]:
-    net.eval()
-    with torch.inference_mode():
-        one = torch.randn(1, in_chans, size, size)
-        latencies = []
-        for _ in range(repeats + 5):
-            start = time.perf_counter()
-            net(one)
-            latencies.append(time.perf_counter() - start)
-        batch = torch.randn(256, in_chans, size, size)
-        net(batch)
-        start = time.perf_counter()
-        for _ in range(3):
-            net(batch)
-        throughput = 3 * 256 / (time.perf_counter() - start)
-    return {"latency_ms_batch1": 1000 * statistics.median(latencies[5:]), "infer_images_per_s_batch256": throughput}
-
-
-def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict:
-    cfg = compose_cfg(model, args.aug, args.data_path, workdir, args.override)
+    full = len(datamodule.splits["train"][1]) // cfg.data.batch_size  # whole batches only: equal image counts
+    batches = min(settings.batches or full, full)
+    if batches < 1:
+        raise ValueError(f"the train split is smaller than one batch of {cfg.data.batch_size}")
     crop = cfg.aug.crop_size or cfg.data.image_size
-    net = create_model(model, num_classes=cfg.data.num_classes, in_chans=cfg.data.in_chans)
-    shape = (cfg.data.batch_size, cfg.data.in_chans, crop, crop)
-    row = {"model": model, "aug": args.aug, "batch_size": cfg.data.batch_size, "input": crop}
-    row["bare_step_images_per_s"] = bare_step_images_per_s(net, shape, cfg.data.num_classes, args.steps)
-    row["framework_images_per_s"] = framework_images_per_s(cfg, args.steps, args.warmup)
-    row["plain_loop_images_per_s"] = plain_loop_images_per_s(cfg, args.steps, args.warmup)
-    row["framework_efficiency"] = row["framework_images_per_s"] / row["bare_step_images_per_s"]
-    row["framework_vs_plain"] = row["framework_images_per_s"] / row["plain_loop_images_per_s"]
-    row |= inference_numbers(net, crop, cfg.data.in_chans, args.repeats)
-    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
-        row["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return row
+    shared = {"model": model, "aug": args.aug, "input": crop, "batch_size": cfg.data.batch_size}
+    shared["timed_images"] = batches * cfg.data.batch_size
+    shared["bare_step_images_per_s"], shared["bare_step_peak_mib"] = measured(
+        device, lambda: bare_step_images_per_s(cfg, settings, batches, crop)
+    )
+    shared["plain_loop_images_per_s"], shared["plain_loop_peak_mib"] = measured(
+        device, lambda: plain_images_per_s(cfg, datamodule, batches, device)
+    )
+    rows = []
+    for loader in args.loaders or [None]:
+        loader_cfg = compose_cfg(model, loader, args, settings, workdir)
+        (speed, module), peak = measured(device, lambda c=loader_cfg: framework_images_per_s(c, batches, device))
+        row = dict(shared, loader=loader or "workers", framework_images_per_s=speed, framework_peak_mib=peak)
+        row["framework_efficiency"] = speed / row["bare_step_images_per_s"]
+        row["framework_vs_plain"] = speed / row["plain_loop_images_per_s"]
+        rows.append(row | inference_numbers(module, crop, settings))
+    return rows
 
 
+# (key, title, format) of the Markdown table; the JSON holds every key
 COLUMNS = [
-    ("model", "model", "{}"), ("input", "input px", "{}"), ("bare_step_images_per_s", "bare step img/s", "{:.0f}"),
-    ("framework_images_per_s", "framework img/s", "{:.0f}"), ("plain_loop_images_per_s", "plain loop img/s", "{:.0f}"),
+    ("model", "model", "{}"), ("loader", "data path", "{}"), ("input", "input px", "{}"),
+    ("bare_step_images_per_s", "bare step img/s", "{:.0f}"), ("framework_images_per_s", "framework img/s", "{:.0f}"),
+    ("plain_loop_images_per_s", "plain loop img/s", "{:.0f}"),
     ("framework_efficiency", "framework / bare", "{:.2f}"), ("framework_vs_plain", "framework / plain", "{:.2f}"),
-    ("latency_ms_batch1", "latency b=1 ms", "{:.2f}"), ("infer_images_per_s_batch256", "infer img/s b=256", "{:.0f}"),
-    ("peak_rss_mib", "peak RSS MiB (process)", "{:.0f}"),
+    ("latency_ms_batch1", "latency b=1 ms", "{:.2f}"), ("infer_images_per_s_batch256", "infer b=256 img/s", "{:.0f}"),
+    ("framework_peak_mib", "peak MiB framework", "{:.0f}"), ("plain_loop_peak_mib", "peak MiB plain", "{:.0f}"),
 ]  # fmt: skip
 
 
-def markdown_table(rows: list[dict], machine: str) -> str:
-    lines = [f"Machine: {machine}", "", "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"]
-    lines.append("|" + "---|" * len(COLUMNS))
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def visible_cores() -> int:
+    """The cores this process may run on (taskset, cgroups' cpusets), not the host's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine() -> dict[str, str | int]:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    name = f"gpu-{gpu}" if gpu else f"cpu-{visible_cores()}c-{cpu_name()}"
+    return {
+        "name": re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), "cpu": cpu_name(), "cores": visible_cores(),
+        "torch_threads": torch.get_num_threads(), "gpu": gpu or "none", "torch": torch.__version__,
+        "python": platform.python_version(),
+    }  # fmt: skip
+
+
+def markdown(rows: list[dict], host: dict, settings: Settings, args: argparse.Namespace) -> str:
+    data = args.data_path or "synthetic (data=synthetic)"
+    lines = [
+        f"Machine: {host['cpu']}, {host['cores']} cores, {host['torch_threads']} torch threads, GPU: {host['gpu']}, "
+        f"torch {host['torch']}.",
+        f"Settings: {settings.device}, {settings.precision}, channels_last {settings.channels_last}, "
+        f"compile {settings.compile}, {settings.workers} workers, aug={args.aug}, data {data}, "
+        f"{rows[0]['timed_images'] if rows else 0} timed images per training path.",
+        "",
+        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def machine_description() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {device}, torch {torch.__version__}"
+def settings_from(args: argparse.Namespace) -> Settings:
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device == "cuda" else "32-true")
+    layout = {"on": True, "off": False}.get(args.channels_last, "auto")
+    workers = args.workers if args.workers is not None else min(8, visible_cores())
+    return Settings(
+        device=device, precision=precision, channels_last=channels_last_wanted(layout, torch.device(device)),
+        compile=args.compile, workers=workers, batches=args.batches, repeats=args.repeats,
+    )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mini_xception"])
-    parser.add_argument("--aug", default="heavy")
-    parser.add_argument("--data-path", default=str(REAL_DATA) if REAL_DATA.exists() else None)
-    parser.add_argument("--steps", type=int, default=60, help="timed training batches per measurement")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=50, help="batch-1 inference repeats")
-    parser.add_argument("--out", type=Path, default=None, help="folder for bench.json and bench.md")
-    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. data.num_workers=1")
-    args = parser.parse_args(argv)
+    parser.add_argument("--aug", default="heavy", help="aug preset of every path")
+    parser.add_argument("--data-path", default=None, help="a FER2013 CSV; default: the embedded synthetic data")
+    parser.add_argument("--loaders", nargs="*", default=["workers", "device"], help="data.loader values to time")
+    parser.add_argument("--batches", type=int, default=0, help="timed training batches per path; 0 = an epoch")
+    parser.add_argument("--repeats", type=int, default=50, help="timed batch-1 inference calls")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers; default min(8, cores)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "32-true", "bf16-mixed"])
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (module.compile)")
+    parser.add_argument("--cpu", action="store_true", help="measure on the CPU even when a GPU is present")
+    parser.add_argument("--out", type=Path, default=None, help="folder for <name>.json and <name>.md")
+    parser.add_argument("--name", default=None, help="file name stem; default: the machine's")
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every path")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one Trainer per path: no banners
+    settings, host = settings_from(args), machine()
     with tempfile.TemporaryDirectory() as workdir:
-        rows = [bench_model(model, args, Path(workdir)) for model in args.models]
-    table = markdown_table(rows, machine_description())
+        rows = [row for model in args.models for row in bench_model(model, args, settings, Path(workdir))]
+    table = markdown(rows, host, settings, args)
     print(table)
+    result = {"machine": host, "settings": asdict(settings), "aug": args.aug, "data": args.data_path, "rows": rows}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "bench.json").write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
-        (args.out / "bench.md").write_text(table)
-    return rows
+        stem = args.name or host["name"]
+        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{stem}.md").write_text(table)
+        print(f"wrote {args.out / stem}.json and .md")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint on configured data (`eval.py`): the same metrics.json and reports as training."""
+"""Evaluate a checkpoint, or an ensemble of them (ensemble.py), on configured data (`eval.py`): the same metrics.json
+and reports as training."""
 
 from __future__ import annotations
 
@@ -26,8 +27,21 @@ def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None
 
 
 def run_eval(cfg: DictConfig) -> dict:
+    """One checkpoint (`ckpt_path=a.ckpt`), or an ensemble of several (`ckpt_path=[a.ckpt,b.ckpt]`, a Hydra list)."""
     if not cfg.get("ckpt_path"):
-        raise ValueError("eval needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt")
+        raise ValueError(
+            "eval needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt "
+            "(or ckpt_path=[a.ckpt,b.ckpt] for an ensemble)"
+        )
+    if OmegaConf.is_list(cfg.ckpt_path):
+        # imported here: ensemble.py builds on this module (apply_checkpoint_preprocessing)
+        from fer_lightning.ensemble import run_ensemble_eval
+
+        return run_ensemble_eval(cfg)
+    return run_single_eval(cfg)
+
+
+def run_single_eval(cfg: DictConfig) -> dict:
     module = load_module(cfg.ckpt_path)
     apply_checkpoint_preprocessing(cfg, module.hparams.get("preprocessing", {}))
     print_config_tree(cfg)

@@ -146,5 +146,7 @@ class FERLitModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        # `scheduler` is fer_lightning.optim.build_lr_scheduler, partially applied by Hydra.
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+        # `scheduler` is fer_lightning.optim.build_lr_scheduler, partially applied by Hydra; the trainer gives
+        # step-wise schedules (warmup_cosine) their length
+        scheduler = self.scheduler_factory(optimizer=optimizer, trainer=self._trainer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

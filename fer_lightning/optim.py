@@ -1,10 +1,23 @@
-"""Learning-rate scheduler configs: a torch scheduler plus Lightning's interval / frequency / monitor."""
+"""Learning-rate scheduler configs: a torch scheduler plus Lightning's interval / frequency / monitor.
+
+Every `conf/scheduler/*.yaml` is a partial of `build_lr_scheduler`, completed in `FERLitModule.configure_optimizers`
+with the optimizer and the trainer. Schedulers whose length is a number of their own steps (`warmup_cosine`, or
+torch's `OneCycleLR`) declare a `total_steps` argument and get it from the trainer: optimizer steps
+(`trainer.estimated_stepping_batches`, which accounts for epochs, batch limits, gradient accumulation and devices)
+for `interval: step`, epochs for `interval: epoch`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
+
+PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 def build_lr_scheduler(
@@ -13,11 +26,91 @@ def build_lr_scheduler(
     interval: str = "epoch",
     frequency: int = 1,
     monitor: str = "val/acc",
+    trainer: Any = None,
 ) -> dict:
     """Lightning's lr_scheduler dict; `monitor` is only used by schedulers that step on a metric (plateau)."""
     if interval not in ("epoch", "step"):
         raise ValueError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
-    config = {"scheduler": scheduler(optimizer=optimizer), "interval": interval, "frequency": frequency}
-    if isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+    if frequency < 1:
+        raise ValueError(f"scheduler.frequency must be >= 1, got {frequency}")
+    kwargs = {}
+    if wants_total_steps(scheduler):
+        kwargs["total_steps"] = scheduler_steps(trainer, interval, frequency)
+    config = {"scheduler": scheduler(optimizer=optimizer, **kwargs), "interval": interval, "frequency": frequency}
+    if isinstance(config["scheduler"], PLATEAU):
+        check_plateau_mode(config["scheduler"], monitor)
         config["monitor"] = monitor
     return config
+
+
+def wants_total_steps(scheduler: Callable[..., object]) -> bool:
+    """True when the factory takes `total_steps` and the config did not set it."""
+    if isinstance(scheduler, functools.partial) and "total_steps" in scheduler.keywords:
+        return scheduler.keywords["total_steps"] is None  # `total_steps: null` in a yaml means "from the trainer"
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+
+
+def scheduler_steps(trainer: Any, interval: str, frequency: int) -> int:
+    """How many times Lightning will call `scheduler.step()` in this fit."""
+    if trainer is None:
+        raise ValueError(
+            "this scheduler needs the run's total number of steps, which comes from the trainer: call "
+            "build_lr_scheduler(optimizer=..., trainer=trainer) (FERLitModule.configure_optimizers does)"
+        )
+    units = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
+    if units is None or units < 0 or math.isinf(units):
+        raise ValueError(
+            f"a scheduler with total_steps needs a bounded run, but the trainer has no limit in {interval}s "
+            "(set trainer.max_epochs or trainer.max_steps)"
+        )
+    return max(1, int(units) // frequency)
+
+
+def check_plateau_mode(scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, monitor: str) -> None:
+    """A loss watched in `max` mode (or an accuracy in `min` mode) would cut the learning rate while all is well."""
+    lower_is_better = "loss" in monitor.rsplit("/", 1)[-1]
+    if scheduler.mode == ("max" if lower_is_better else "min"):
+        wanted = "min" if lower_is_better else "max"
+        raise ValueError(
+            f"scheduler.monitor={monitor} with scheduler.scheduler.mode={scheduler.mode}: a "
+            f"{'loss' if lower_is_better else 'score'} improves the other way; set scheduler.scheduler.mode={wanted}"
+        )
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int | None = None,
+    warmup_fraction: float = 0.0,
+    min_lr_ratio: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the optimizer's learning rate, then a half cosine down to `min_lr_ratio` of it.
+
+    The warmup lasts `warmup_steps` steps when given, else `warmup_fraction` of `total_steps` (rounded). A LambdaLR
+    of a closed form rather than SequentialLR(LinearLR, CosineAnnealingLR): the rate at every step is exactly the
+    formula (no accumulated recursion, no deprecated `step(epoch)` at the milestone), and the schedule is rebuilt
+    from the config on resume instead of being restored from a pickled state.
+    """
+    if warmup_steps is None:
+        if not 0.0 <= warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction must be within [0, 1], got {warmup_fraction}")
+        warmup_steps = round(warmup_fraction * total_steps)
+    if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
+    warmup_steps = min(warmup_steps, total_steps)
+    factor = functools.partial(
+        warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """The multiplier of the base learning rate after `step` scheduler steps."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    decay_steps = total_steps - warmup_steps
+    progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps > 0 else 1.0
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

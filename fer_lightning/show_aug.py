@@ -3,6 +3,9 @@
 Rows: `images` training images (one per class first, then seeded picks); columns: the image as stored, then `num`
 draws of the `aug` preset's train transform, exactly as the DataLoader workers apply it. Crops smaller than the
 stored image are shown centred on a grey cell of the stored size, so their scale is visible.
+
+With `compare_device=true` (the default) a second panel beside it shows the same images through the preset's
+`device` node (`data.loader=device`: `BatchAugment`, per-sample draws on a whole batch), so the two can be compared.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-from matplotlib.figure import Figure
+import torch
+from matplotlib.figure import Figure, SubFigure
 from omegaconf import DictConfig
 
 from fer_lightning.cli import CONFIG_DIR
+from fer_lightning.data.device_loader import to_device_tensors
 from fer_lightning.data.sampling import hard_labels
 
 
@@ -46,8 +51,30 @@ def augmented_grid(images: np.ndarray, transform, num: int, seed: int) -> list[l
     return rows
 
 
-def plot_grid(rows: list[list[np.ndarray]], row_titles: list[str], title: str) -> Figure:
-    figure = Figure(figsize=(1.1 * len(rows[0]), 1.2 * len(rows) + 0.4), layout="constrained")
+def device_grid(images: np.ndarray, augment: torch.nn.Module | None, num: int, seed: int) -> list[list[np.ndarray]]:
+    """The same rows through the device path: each image repeated `num` times as one batch, augmented at once."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for image in images:
+        batch, _ = to_device_tensors(np.repeat(image[None], num, 0), np.zeros(num, np.int64), torch.device("cpu"))
+        draws = augment(batch, generator) if augment is not None else batch
+        cells = [draw.permute(1, 2, 0).squeeze(-1).numpy() for draw in draws]  # (C, h, w) -> (h, w) or (h, w, C)
+        rows.append([image, *(on_cell(cell, image.shape) for cell in cells)])
+    return rows
+
+
+def plot_grid(panels: dict[str, list[list[np.ndarray]]], row_titles: list[str], title: str) -> Figure:
+    """One panel per {panel title: rows}, side by side."""
+    rows = next(iter(panels.values()))
+    size = (1.1 * len(rows[0]) * len(panels), 1.2 * len(rows) + 0.6)
+    figure = Figure(figsize=size, layout="constrained")
+    for subfigure, (name, panel) in zip(figure.subfigures(1, len(panels), squeeze=False)[0], panels.items()):
+        draw_panel(subfigure, panel, row_titles, name)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def draw_panel(figure: SubFigure, rows: list[list[np.ndarray]], row_titles: list[str], title: str) -> None:
     axes = figure.subplots(len(rows), len(rows[0]), squeeze=False)
     for r, cells in enumerate(rows):
         for c, cell in enumerate(cells):
@@ -59,8 +86,7 @@ def plot_grid(rows: list[list[np.ndarray]], row_titles: list[str], title: str) -
                 axis.set_ylabel(row_titles[r], fontsize=8)
             if r == 0:
                 axis.set_title("stored" if c == 0 else f"draw {c}", fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    return figure
+    figure.suptitle(title, fontsize=9)
 
 
 def write_aug_grid(cfg: DictConfig, aug_name: str = "") -> Path:
@@ -71,12 +97,19 @@ def write_aug_grid(cfg: DictConfig, aug_name: str = "") -> Path:
     images, targets = datamodule.splits["train"]
     labels = hard_labels(targets)
     rows = pick_rows(labels, int(cfg.images), int(cfg.seed))
-    grid = augmented_grid(np.asarray(images[rows]), datamodule.train_transform, int(cfg.num), int(cfg.seed))
+    picked = np.asarray(images[rows])
+    panels = {"workers: albumentations, per image": augmented_grid(
+        picked, datamodule.train_transform, int(cfg.num), int(cfg.seed)
+    )}  # fmt: skip
+    if cfg.get("compare_device", True):
+        panels["data.loader=device: BatchAugment, per batch"] = device_grid(
+            picked, datamodule.device_transform, int(cfg.num), int(cfg.seed)
+        )
     names = [datamodule.class_names[labels[r]] for r in rows]
     title = f"aug={aug_name or '?'}: train transform on {datamodule.path.name} (crop {cfg.aug.crop_size or 'none'})"
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot_grid(grid, names, title).savefig(out, dpi=100)
+    plot_grid(panels, names, title).savefig(out, dpi=100)
     return out
 
 

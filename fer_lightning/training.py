@@ -57,7 +57,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
         (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    with multirun_ddp_job():
+    with multirun_ddp_job(cfg.get("ckpt_path")):  # the checkpoint every rank resumes from
         datamodule, module, trainer = build_run(cfg)
         log_run_config(trainer, cfg)
         try:
@@ -74,6 +74,8 @@ def fit_validate_test(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None
 ) -> tuple[dict[str, float], str | None]:
     """`ckpt_path` resumes a fit (optimizer, schedulers, loops, callbacks and RNG states included)."""
+    if ckpt_path:
+        log.info("fit resumes from %s", ckpt_path)  # on every rank (Lightning says so on rank 0 only)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     log.info("best checkpoint (by val/acc): %s", best)

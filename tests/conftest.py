@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning.cli import CONFIG_DIR
+from tests.scripts import one_thread  # noqa: F401 (a fixture, shared by every test module)
 
 REAL_FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 

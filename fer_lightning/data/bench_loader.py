@@ -4,7 +4,9 @@
 composes the training config with the given overrides and measures, one after the other, on the same batch size:
 
 - `loader`: iterating the train DataLoader (decode from the cache, `aug` in `data.num_workers` workers, collation);
-- `model step`: forward + backward + Adam on one real batch (normalised on the device), as the LitModule does.
+- `device loader`: the `data.loader=device` path: the split on the device (the GPU when there is one), each batch
+  indexed and augmented there by the preset's `device` node (`BatchAugment`), no workers;
+- `model step`: forward + backward + Adam on one real batch (normalised, on the same device), as the LitModule does.
 
 It reads the real FER2013 (`../shared/data/fer2013/fer2013.csv.gz`) when `data.path` does not exist.
 """
@@ -28,6 +30,7 @@ from fer_lightning.losses import soft_cross_entropy
 
 REAL_FER2013 = Path(__file__).resolve().parents[3] / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 OWN_ARGS = {"batches": 200, "warmup": 10, "steps": 30}
+CPU = torch.device("cpu")
 
 
 def compose_cfg(overrides: list[str], workdir: Path) -> DictConfig:
@@ -41,32 +44,44 @@ def compose_cfg(overrides: list[str], workdir: Path) -> DictConfig:
     return cfg
 
 
-def loader_images_per_s(loader, batches: int, warmup: int) -> float:
+def synchronize(device: torch.device) -> None:
+    """GPU work is asynchronous: a clock read without this measures the launches, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loader_images_per_s(loader, batches: int, warmup: int, device: torch.device = CPU) -> float:
     """Batches after `warmup` (worker start-up is not throughput); epochs are chained when the loader is short."""
     seen, images, start = 0, 0, time.perf_counter()
     while seen < batches + warmup:
         for inputs, _ in loader:
             seen += 1
             if seen == warmup:
+                synchronize(device)
                 start, images = time.perf_counter(), 0
             images += inputs.shape[0]
             if seen == batches + warmup:
                 break
+    synchronize(device)
     return images / (time.perf_counter() - start)
 
 
-def model_step_images_per_s(cfg: DictConfig, batch: tuple[torch.Tensor, torch.Tensor], steps: int) -> float:
-    net = hydra.utils.instantiate(cfg.model).train()
+def model_step_images_per_s(
+    cfg: DictConfig, batch: tuple[torch.Tensor, torch.Tensor], steps: int, device: torch.device = CPU
+) -> float:
+    net = hydra.utils.instantiate(cfg.model).train().to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    images, targets = batch
+    images, targets = (tensor.to(device) for tensor in batch)
     for step in range(steps + 3):
         if step == 3:
+            synchronize(device)
             start = time.perf_counter()
         inputs = (images.float() / 255.0 - 0.5) / 0.25
         loss = soft_cross_entropy(net(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    synchronize(device)
     return steps * images.shape[0] / (time.perf_counter() - start)
 
 
@@ -81,18 +96,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         datamodule.prepare_data()
         datamodule.setup("fit")
         ready = time.perf_counter() - started
-        loader = datamodule.train_dataloader()
+        loader = datamodule.loader("train")  # the DataLoader, whatever data.loader says
         result = {"setup_s": ready, "loader": loader_images_per_s(loader, own["batches"], own["warmup"])}
-        batch = next(iter(loader))
-        result["model_step"] = model_step_images_per_s(cfg, batch, own["steps"])
-    batch = f"batch {cfg.data.batch_size}, input {tuple(batch[0].shape[1:])}"
-    print(f"data {cfg.data.path} ({cfg.data.format}), {batch}, {cfg.data.num_workers} workers")
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    print(f"setup (decode or cache): {result['setup_s']:.2f} s")
-    print(f"train DataLoader alone:        {result['loader']:8.0f} images/s")
-    print(f"model step ({cfg.model.name}, fwd+bwd+Adam): {result['model_step']:8.0f} images/s")
-    print(f"loader / model step: {result['loader'] / result['model_step']:.2f}")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        on_device = datamodule.device_loader("train", device)
+        result["device_loader"] = loader_images_per_s(on_device, own["batches"], own["warmup"], device)
+        batch = next(iter(on_device))
+        result["model_step"] = model_step_images_per_s(cfg, batch, own["steps"], device)
+    report(cfg, result, tuple(batch[0].shape[1:]), device)
     return result
+
+
+def report(cfg: DictConfig, result: dict[str, float], shape: tuple[int, ...], device: torch.device) -> None:
+    print(f"data {cfg.data.path} ({cfg.data.format}), batch {cfg.data.batch_size}, input {shape}")
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")  # fmt: skip
+    print(f"setup (decode or cache): {result['setup_s']:.2f} s")
+    print(f"train DataLoader, {cfg.data.num_workers} workers + albumentations: {result['loader']:8.0f} images/s")
+    print(f"data.loader=device ({device.type}, BatchAugment):       {result['device_loader']:8.0f} images/s")
+    print(f"model step ({cfg.model.name}, fwd+bwd+Adam, {device.type}):     {result['model_step']:8.0f} images/s")
+    for name in ("loader", "device_loader"):
+        print(f"{name} / model step: {result[name] / result['model_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 FER2013's convention: Training = train, PublicTest = val, PrivateTest = test. Images stay uint8 end to end
 (memory-mapped cache -> uint8 arrays in memory -> albumentations in the workers -> uint8 batches); conversion to
-float and normalisation happen on the model's device, in the LitModule.
+float and normalisation happen on the model's device, in the LitModule. With `data.loader=device` every split lives
+on the training device as one uint8 tensor and batches are augmented there (`device_loader.py`, `device_aug.py`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation, to_device_tensors
 from fer_lightning.data.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
 from fer_lightning.data.ferplus import LABEL_MODES
 from fer_lightning.data.sampling import (
@@ -33,6 +36,10 @@ from fer_lightning.data.sources import FER2013_SOURCE, SourceData, check_format,
 from fer_lightning.data.views import CenterCrop
 
 log = logging.getLogger(__name__)
+
+# workers: a DataLoader, albumentations per image in its workers; device: every split on the training device,
+# augmented per batch there (the aug preset's `device` node)
+LOADERS = ("workers", "device")
 
 __all__ = ["FER2013_SOURCE", "FERDataModule", "FERDataset"]
 
@@ -106,6 +113,9 @@ class FERDataModule(L.LightningDataModule):
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         balance: str = "none",
+        loader: str = "workers",
+        device_transform: nn.Module | None = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         self.path, self.format, self.votes_path, self.label_mode = Path(path), format, votes_path, label_mode
@@ -117,11 +127,14 @@ class FERDataModule(L.LightningDataModule):
         self.train_transform, self.eval_transform, self.tta = train_transform, eval_transform, tta
         self.synthetic, self.on_bad_rows, self.drop_blank = synthetic, on_bad_rows, drop_blank
         self.split, self.split_fractions, self.split_seed, self.balance = split, split_fractions, split_seed, balance
+        # `loader` is taken by the method that builds a DataLoader, hence loader_kind
+        self.loader_kind, self.device_transform, self.seed = loader, device_transform, seed or 0
         self.check_options()
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.skipped_rows: list[str] = []  # every skipped bad row / file (data.on_bad_rows=skip)
         self.class_weights: torch.Tensor | None = None  # set in setup when balance == weighted_loss
         self._prepared: SourceData | None = None
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # data.loader=device: split -> tensors
         # which split `trainer.test` evaluates: eval.py points it at "val" to report PublicTest the same way
         self.test_split = "test"
 
@@ -137,9 +150,12 @@ class FERDataModule(L.LightningDataModule):
         for key, value, allowed in (
             ("label_mode", self.label_mode, LABEL_MODES),
             ("balance", self.balance, BALANCE_MODES),
+            ("loader", self.loader_kind, LOADERS),
         ):
             if value not in allowed:
                 raise ValueError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+        if self.loader_kind == "device" and self.eval_transform is not None:
+            raise ValueError("data.loader=device has no albumentations at eval: use an aug preset with eval: null")
 
     def load(self) -> SourceData:
         return load_source(
@@ -206,12 +222,15 @@ class FERDataModule(L.LightningDataModule):
             "class_names": list(self.class_names),
         }
 
+    @property
+    def views(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.tta if self.tta is not None else CenterCrop(self.crop_size)
+
     def dataset(self, split: str) -> FERDataset:
         images, labels = self.splits[split]
         if split == "train":
             return FERDataset(images, labels, self.in_chans, self.train_transform)
-        views = self.tta if self.tta is not None else CenterCrop(self.crop_size)
-        return FERDataset(images, labels, self.in_chans, self.eval_transform, views)
+        return FERDataset(images, labels, self.in_chans, self.eval_transform, self.views)
 
     def loader(self, split: str) -> DataLoader:
         train = split == "train"
@@ -228,14 +247,51 @@ class FERDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
+    def device_loader(self, split: str, device: torch.device | str | None = None) -> DeviceBatches:
+        """Batches of `split` cut on `device` (default: the trainer's root device, else the CPU); this rank's shard."""
+        device = torch.device(device) if device is not None else self.root_device
+        if split not in self._on_device or self._on_device[split][0].device != device:
+            self._on_device[split] = to_device_tensors(*self.splits[split], device)  # once per split, not per epoch
+        images, targets = self._on_device[split]
+        rank, world_size = self.rank_and_world_size()
+        train = split == "train"
+        weights = None
+        if train and self.balance == "weighted_sampler":
+            weights = balanced_sampler(self.splits["train"][1], self.num_classes).weights
+        # overfit_batches must see the same few batches every epoch (Lightning unshuffles only DataLoaders)
+        shuffle = train and not (self.trainer is not None and self.trainer.overfit_batches)
+        sampler = EpochPermutation(len(targets), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size,
+                                   weights=weights)  # fmt: skip
+        return DeviceBatches(
+            images, targets, self.batch_size if train else self.eval_batch_size, sampler,
+            augment=self.device_transform if train else None, views=None if train else self.views,
+            in_chans=self.in_chans,
+        )  # fmt: skip
 
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
+    @property
+    def root_device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
-    def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test_split)
+    def rank_and_world_size(self) -> tuple[int, int]:
+        """This process's shard of every epoch: the trainer's, else torch.distributed's when initialised."""
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def dataloader(self, split: str) -> DataLoader | DeviceBatches:
+        return self.device_loader(split) if self.loader_kind == "device" else self.loader(split)
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        return self.dataloader(self.test_split)
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from fer_lightning.data import bench_loader
-from fer_lightning.show_aug import augmented_grid, pick_rows, write_aug_grid
+from fer_lightning.data.device_aug import BatchAugment
+from fer_lightning.show_aug import augmented_grid, device_grid, pick_rows, write_aug_grid
 from tests.conftest import compose_train
 
 
@@ -20,7 +22,7 @@ def test_show_aug_writes_a_grid_of_augmented_training_images(fer_csv: Path, tmp_
     image = cv2.imread(str(out))
     assert image is not None
     assert image.shape[0] > 300
-    assert image.shape[1] > 400
+    assert image.shape[1] > 2 * 400  # two panels: the workers' albumentations and the device path
 
 
 def test_grid_rows_hold_the_stored_image_then_draws_of_the_stored_size() -> None:
@@ -41,4 +43,18 @@ def test_bench_loader_reports_both_rates(fer_csv: Path, tmp_path: Path) -> None:
          "aug=heavy", "data.batch_size=8", "batches=3", "warmup=1", "steps=1"]
     )  # fmt: skip
     assert result["loader"] > 0
+    assert result["device_loader"] > 0
     assert result["model_step"] > 0
+
+
+def test_device_grid_rows_hold_the_stored_image_then_device_draws() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    rows = device_grid(images, BatchAugment(flip_p=1.0, crop_size=40), num=3, seed=0)
+    assert len(rows) == 2
+    assert len(rows[0]) == 4
+    assert np.array_equal(rows[0][0], images[0])
+    assert all(cell.shape == (48, 48) and cell.dtype == np.uint8 for cell in rows[1])
+    mirrored = torch.from_numpy(images[1]).flip(-1).numpy()
+    windows = [mirrored[t : t + 40, x : x + 40] for t in range(9) for x in range(9)]
+    assert any(np.array_equal(rows[1][1][4:44, 4:44], window) for window in windows)  # a mirrored 40x40 crop
+    assert np.array_equal(device_grid(images, None, num=2, seed=0)[0][1], images[0])  # no device node: as stored

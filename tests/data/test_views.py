@@ -37,6 +37,14 @@ def test_tencrop_shapes_and_views() -> None:
     assert five_crop(IMAGE, 48).shape == (5, 1, 48, 48)
 
 
+def test_views_of_a_batch_stack_each_images_views() -> None:
+    """data.loader=device cuts the views of a whole (B, C, H, W) batch at once: (B, V, C, h, w), per image as before."""
+    images = torch.randint(0, 256, (3, 1, 48, 48), dtype=torch.uint8)
+    for views in (CenterCrop(40), CenterCrop(None), FlipTTA(40), TenCropTTA(40), TenCropTTA(None)):
+        expected = torch.stack([views(image) for image in images])
+        assert torch.equal(views(images), expected), views
+
+
 def test_logits_are_averaged_over_all_ten_views() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(40 * 40, 3))
     module = FERLitModule(net, optimizer=torch.optim.SGD, num_classes=3).eval()

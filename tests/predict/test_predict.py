@@ -5,7 +5,6 @@ the detector, crops, records and outputs are under test here, not the model's ac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -21,17 +20,11 @@ from tests.conftest import compose_train
 
 skimage_data = pytest.importorskip("skimage.data")
 
+# tiny batches: on a shared 2-core machine a second torch thread mostly waits
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 ASTRONAUT_FACE = (177, 66, 95, 95)  # where OpenCV's cascade finds Eileen Collins' face in the 512x512 photo
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: these batches are tiny, and on a shared 2-core machine a second thread mostly waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_checkpoint(path: Path, image_size: int = 64, crop_size: int | None = None) -> Path:

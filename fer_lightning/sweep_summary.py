@@ -1,0 +1,191 @@
+"""A sweep's summary: one row per job directory, and per configuration (mean ± std over seeds) when seeds vary.
+
+`summary.csv` and `summary.md` list every job of the sweep directory (skipped, resumed, failed and killed ones
+included), best val/acc first. When the sweep varies `seed`, `summary_by_config.csv` and a second table in
+`summary.md` group the runs by their overrides minus `seed`: n runs, mean ± sample std (n - 1) of val/acc,
+test/acc and test/f1_macro, best mean val/acc first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+JOB_FILE, ERROR_FILE, METRICS_FILE = "job.json", "error.txt", "metrics.json"
+METRIC_COLUMNS = ("val/acc", "test/acc", "test/f1_macro", "epochs", "wall_time_s")
+COLUMNS = ("rank", "job", "status", "overrides", *METRIC_COLUMNS, "error", "resume", "dir")
+AGGREGATED = ("val/acc", "test/acc", "test/f1_macro")
+CONFIG_COLUMNS = (
+    "rank",
+    "config",
+    "n",
+    "failed",
+    "seeds",
+    *(f"{metric}_{stat}" for metric in AGGREGATED for stat in ("mean", "std")),
+)
+SEED_KEY = "seed"
+
+
+def override_key(override: str) -> str:
+    """`+seed=3` -> `seed`: the config key an override sets."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def without(overrides: Iterable[str], *keys: str) -> list[str]:
+    return [o for o in overrides if override_key(o) not in keys]
+
+
+def job_identity(overrides: Iterable[str]) -> list[str]:
+    """What makes a job that job: its overrides minus `resume=...` (re-running a sweep with resume=true adds it)."""
+    return without(overrides, "resume")
+
+
+def collect_rows(sweep_dir: Path) -> list[dict]:
+    """One row per job directory (one holding `job.json`, `metrics.json` or Hydra's `.hydra/`)."""
+    rows = []
+    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = {name: job_dir / name for name in (JOB_FILE, METRICS_FILE, ".hydra/overrides.yaml")}
+        if not any(path.exists() for path in files.values()):
+            continue  # not a job directory
+        record = json.loads(files[JOB_FILE].read_text()) if files[JOB_FILE].exists() else {}
+        metrics = json.loads(files[METRICS_FILE].read_text()) if files[METRICS_FILE].exists() else {}
+        if "overrides" not in record and files[".hydra/overrides.yaml"].exists():
+            record["overrides"] = list(OmegaConf.load(files[".hydra/overrides.yaml"]))
+        row = {"job": record.get("job", job_dir.name), "overrides": job_identity(record.get("overrides", []))}
+        row |= {key: metrics.get(key) for key in METRIC_COLUMNS}
+        row["error"] = record.get("error") or ("" if metrics else "no result: killed, or still running")
+        row["status"] = "failed" if row["error"] else "ok"
+        row["resume"] = record.get("resume", "")
+        row["dir"] = job_dir.name
+        rows.append(row)
+    return rows
+
+
+def usable(value: Any) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value)
+
+
+def sort_rows(rows: list[dict], metric: str = "val/acc") -> list[dict]:
+    """Successful jobs by `metric` (best first), then the failed ones by job number."""
+
+    def key(row: dict) -> tuple:
+        value = row.get(metric)
+        ranked = row["status"] == "ok" and usable(value)
+        return (not ranked, -value if ranked else 0.0, str(row["job"]).zfill(8))
+
+    return [{"rank": i, **row} for i, row in enumerate(sorted(rows, key=key), start=1)]
+
+
+def numbers_first(value: str) -> tuple:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def seeds_vary(rows: list[dict]) -> bool:
+    seeds = {o.split("=", 1)[1] for row in rows for o in row["overrides"] if override_key(o) == SEED_KEY}
+    return len(seeds) > 1
+
+
+def group_by_config(rows: list[dict]) -> list[dict]:
+    """One row per configuration (overrides minus seed) with n successful runs and mean / std of each metric."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:  # sorted key: the same configuration however its overrides were listed
+        groups.setdefault(tuple(sorted(without(row["overrides"], SEED_KEY))), []).append(row)
+    configs = []
+    for members in groups.values():
+        ok = [row for row in members if row["status"] == "ok"]
+        seeds = [o.split("=", 1)[1] for row in members for o in row["overrides"] if override_key(o) == SEED_KEY]
+        group = {"config": without(members[0]["overrides"], SEED_KEY), "n": len(ok), "failed": len(members) - len(ok)}
+        group["seeds"] = " ".join(sorted(seeds, key=numbers_first))
+        for metric in AGGREGATED:
+            values = [row[metric] for row in ok if usable(row.get(metric))]
+            group[f"{metric}_mean"] = statistics.fmean(values) if values else None
+            group[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        configs.append(group)
+    return sort_rows([g | {"status": "ok" if g["n"] else "failed", "job": ""} for g in configs], "val/acc_mean")
+
+
+def write_summary(sweep_dir: Path, rows: list[dict]) -> None:
+    """summary.csv with every override of every job; summary.md with those that vary, the shared ones above;
+    summary_by_config.csv (and its table in summary.md) when the sweep varies the seed."""
+    write_csv(sweep_dir / "summary.csv", COLUMNS, [row | {"overrides": " ".join(row["overrides"])} for row in rows])
+    by_config = sweep_dir / "summary_by_config.csv"
+    if seeds_vary(rows):
+        configs = group_by_config(rows)
+        write_csv(by_config, CONFIG_COLUMNS, [c | {"config": " ".join(c["config"])} for c in configs])
+    else:
+        by_config.unlink(missing_ok=True)  # left by an earlier summary of this directory
+    (sweep_dir / "summary.md").write_text(summary_markdown(sweep_dir, rows))
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
+
+
+def format_cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key == "wall_time_s":
+        return f"{value / 60:.1f} min" if value >= 60 else f"{value:.1f} s"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(columns: list[str], rows: list[dict], right_aligned: set[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |"]
+    lines.append("|" + "|".join("---:" if c in right_aligned else "---" for c in columns) + "|")
+    lines += ["| " + " | ".join(format_cell(c, row.get(c)) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def summary_markdown(sweep_dir: Path, rows: list[dict]) -> str:
+    ok = sum(row["status"] == "ok" for row in rows)
+    skipped = sum(row.get("resume") == "skipped" for row in rows)
+    resumed = sum(str(row.get("resume", "")).startswith("from ") for row in rows)
+    shared = set.intersection(*(set(row["overrides"]) for row in rows)) if rows else set()
+    counts = f"{len(rows)} jobs: {ok} ok, {len(rows) - ok} failed"
+    if skipped or resumed:
+        counts += f" ({skipped} skipped as finished earlier, {resumed} resumed from a checkpoint)"
+    lines = [
+        f"# Sweep {sweep_dir.name}",
+        "",
+        f"{counts}; sorted by val/acc (best first). Directory: {sweep_dir}",
+        "",
+        f"Overrides shared by every job: `{' '.join(o for o in rows[0]['overrides'] if o in shared)}`" if rows else "",
+        "",
+    ]
+    if seeds_vary(rows):
+        lines += config_markdown(group_by_config(rows), shared) + ["", "## Runs", ""]
+    columns = [c for c in COLUMNS if c != "dir" and (c != "resume" or skipped or resumed)]
+    cells = [row | {"overrides": " ".join(o for o in row["overrides"] if o not in shared)} for row in rows]
+    lines += markdown_table(columns, cells, {*METRIC_COLUMNS, "rank", "job"})
+    return "\n".join(lines) + "\n"
+
+
+def config_markdown(configs: list[dict], shared: set[str]) -> list[str]:
+    """The by-configuration table: `mean ± std` cells (the std is left out of a single run)."""
+    cells = []
+    for config in configs:
+        cell = {k: config[k] for k in ("rank", "n", "failed", "seeds")}
+        cell["config"] = " ".join(o for o in config["config"] if o not in shared) or "(the shared overrides)"
+        for metric in AGGREGATED:
+            mean, std = config[f"{metric}_mean"], config[f"{metric}_std"]
+            cell[metric] = "" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
+        cells.append(cell)
+    title = ["## By configuration (mean ± std over seeds, best mean val/acc first)", ""]
+    columns = ["rank", "config", "n", "failed", "seeds", *AGGREGATED]
+    return title + markdown_table(columns, cells, {"rank", "n", "failed", *AGGREGATED})
