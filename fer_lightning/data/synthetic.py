@@ -28,7 +28,7 @@ from fer_lightning.data.fer2013 import FER2013_CLASSES, FER2013_SIZE, USAGES
 
 # FER2013's Training class counts (angry, disgust, fear, happy, sad, surprise, neutral): the imbalance to mimic
 FER2013_TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)
-# sized so that `python train.py experiment=quickstart` (8 epochs of mini_Xception) takes ~3 minutes on 2 CPU cores
+# sized so that `python train.py experiment=quickstart` (8 epochs of mini_Xception) takes ~2 minutes on 2 CPU cores
 SYNTHETIC_DEFAULTS = {"num_train": 6000, "num_val": 800, "num_test": 800}
 # bump whenever the drawing changes, so that files made by an older generator are regenerated, not reused
 GENERATOR_VERSION = 1
