@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from fer_lightning.bench_plain import PlainFERDataset, plain_loop_images_per_s
 from fer_lightning.callbacks.memory_format import channels_last_wanted
 from fer_lightning.cli import CONFIG_DIR
+from fer_lightning.data.bench_loader import synchronize
 
 
 @dataclass
@@ -65,12 +66,6 @@ class Settings:
     @property
     def autocast(self) -> bool:
         return self.precision.startswith("bf16")
-
-
-def synchronize(device: torch.device) -> None:
-    """CUDA runs asynchronously: a clock read without this would time the kernel launches, not the work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compose_cfg(model: str, loader: str | None, args: argparse.Namespace, settings: Settings, workdir: Path):

@@ -6,7 +6,8 @@ composes the training config with the given overrides and measures, one after th
 - `loader`: iterating the train DataLoader (decode from the cache, `aug` in `data.num_workers` workers, collation);
 - `device loader`: the `data.loader=device` path: the split on the device (the GPU when there is one), each batch
   indexed and augmented there by the preset's `device` node (`BatchAugment`), no workers;
-- `model step`: forward + backward + Adam on one real batch (normalised, on the same device), as the LitModule does.
+- `model step`: forward + backward + the run's optimizer (Adam by default) on one real batch (normalised, on the
+  same device), as the LitModule does.
 
 It reads the real FER2013 (`../shared/data/fer2013/fer2013.csv.gz`) when `data.path` does not exist.
 """
@@ -70,7 +71,7 @@ def model_step_images_per_s(
     cfg: DictConfig, batch: tuple[torch.Tensor, torch.Tensor], steps: int, device: torch.device = CPU
 ) -> float:
     net = hydra.utils.instantiate(cfg.model).train().to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=net.parameters())  # the run's optimizer
     images, targets = (tensor.to(device) for tensor in batch)
     for step in range(steps + 3):
         if step == 3:
@@ -114,7 +115,7 @@ def report(cfg: DictConfig, result: dict[str, float], shape: tuple[int, ...], de
     print(f"setup (decode or cache): {result['setup_s']:.2f} s")
     print(f"train DataLoader, {cfg.data.num_workers} workers + albumentations: {result['loader']:8.0f} images/s")
     print(f"data.loader=device ({device.type}, BatchAugment):       {result['device_loader']:8.0f} images/s")
-    print(f"model step ({cfg.model.name}, fwd+bwd+Adam, {device.type}):     {result['model_step']:8.0f} images/s")
+    print(f"model step ({cfg.model.name}, fwd+bwd+step, {device.type}):     {result['model_step']:8.0f} images/s")
     for name in ("loader", "device_loader"):
         print(f"{name} / model step: {result[name] / result['model_step']:.2f}")
 
