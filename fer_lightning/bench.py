@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from fer_lightning.bench_plain import PlainFERDataset, plain_loop_images_per_s
 from fer_lightning.callbacks.memory_format import channels_last_wanted
 from fer_lightning.cli import CONFIG_DIR
-from fer_lightning.data.bench_loader import synchronize
+from fer_lightning.utils.timing import synchronize, train_step_images_per_s
 
 
 @dataclass
@@ -135,20 +135,12 @@ def bare_step_images_per_s(cfg: DictConfig, settings: Settings, batches: int, cr
     optimizer = hydra.utils.instantiate(cfg.optimizer)(params=net.parameters())
     images = torch.randn(cfg.data.batch_size, cfg.data.in_chans, crop, crop, device=device)
     targets = torch.randint(0, cfg.data.num_classes, (cfg.data.batch_size,), device=device)
-    start = time.perf_counter()
-    for step in range(warmup + batches):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.autocast):
-            loss = F.cross_entropy(net(images), targets, label_smoothing=cfg.module.label_smoothing)
-            if hasattr(net, "regularization_loss"):
-                loss = loss + net.regularization_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return batches * cfg.data.batch_size / (time.perf_counter() - start)
+
+    def step_loss() -> torch.Tensor:
+        loss = F.cross_entropy(net(images), targets, label_smoothing=cfg.module.label_smoothing)
+        return loss + net.regularization_loss() if hasattr(net, "regularization_loss") else loss
+
+    return train_step_images_per_s(step_loss, optimizer, len(images), batches, warmup, device, settings.autocast)
 
 
 def plain_images_per_s(cfg: DictConfig, datamodule, batches: int, device: torch.device) -> float:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, open_dict
 
 from fer_lightning.cli import CONFIG_DIR
 from fer_lightning.losses import soft_cross_entropy
+from fer_lightning.utils.timing import synchronize, train_step_images_per_s
 
 REAL_FER2013 = Path(__file__).resolve().parents[3] / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 OWN_ARGS = {"batches": 200, "warmup": 10, "steps": 30}
@@ -43,12 +44,6 @@ def compose_cfg(overrides: list[str], workdir: Path) -> DictConfig:
         with open_dict(cfg):
             cfg.data.path = str(REAL_FER2013)
     return cfg
-
-
-def synchronize(device: torch.device) -> None:
-    """GPU work is asynchronous: a clock read without this measures the launches, not the work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def loader_images_per_s(loader, batches: int, warmup: int, device: torch.device = CPU) -> float:
@@ -70,20 +65,17 @@ def loader_images_per_s(loader, batches: int, warmup: int, device: torch.device 
 def model_step_images_per_s(
     cfg: DictConfig, batch: tuple[torch.Tensor, torch.Tensor], steps: int, device: torch.device = CPU
 ) -> float:
+    """The step the data path has to feed: uint8 batch normalised on the device, as the LitModule does, then
+    forward + backward + the run's optimizer (Adam by default)."""
     net = hydra.utils.instantiate(cfg.model).train().to(device)
-    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=net.parameters())  # the run's optimizer
+    optimizer = hydra.utils.instantiate(cfg.optimizer)(params=net.parameters())
     images, targets = (tensor.to(device) for tensor in batch)
-    for step in range(steps + 3):
-        if step == 3:
-            synchronize(device)
-            start = time.perf_counter()
+
+    def step_loss() -> torch.Tensor:
         inputs = (images.float() / 255.0 - 0.5) / 0.25
-        loss = soft_cross_entropy(net(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return steps * images.shape[0] / (time.perf_counter() - start)
+        return soft_cross_entropy(net(inputs), targets)
+
+    return train_step_images_per_s(step_loss, optimizer, images.shape[0], steps, warmup=3, device=device)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
