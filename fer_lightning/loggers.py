@@ -1,4 +1,5 @@
-"""Experiment loggers: W&B that never blocks a run, and the resolved run config sent to every logger.
+"""Experiment loggers: W&B that never blocks a run, a CSV log that survives a resume, and the resolved run config
+sent to every logger.
 
 W&B goes offline by itself when no API key is configured (neither `WANDB_API_KEY` nor a netrc entry for its host),
 writes everything under the run directory, and prints the `wandb sync` command that uploads it later.
@@ -6,16 +7,20 @@ writes everything under the run directory, and prints the `wandb sync` command t
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -93,3 +98,63 @@ def finish_loggers(trainer: L.Trainer) -> None:
         run.finish()
         if offline:
             print(f"W&B ran offline (no API key configured). Upload this run with:\n  wandb sync {run_dir}")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run keeps its history.
+
+    Lightning deletes an existing `metrics.csv` when its writer starts, so `ckpt_path=<run>/checkpoints/last.ckpt`
+    into the same run directory (what the interrupt hint and sweeps' `resume=true` do) would throw away every epoch
+    before the checkpoint. With `resume_step` set (the checkpoint's global step N) the rows the checkpoint covers
+    stay and the resumed run appends after them; rows logged from step N on (work the resume redoes, a final
+    validate/test) move to `metrics.replaced_from_step<N>.csv` beside it.
+    """
+
+    resume_step: int | None = None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is not None or self.resume_step is None:
+            return super().experiment
+        metrics_file = Path(self.log_dir) / "metrics.csv"
+        header, rows = read_csv_rows(metrics_file)
+        with warnings.catch_warnings():  # its "previous log files will be deleted" is not true here
+            warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment  # Lightning's writer deletes metrics.csv here
+        if header:
+            # Lightning logs a step's (and an epoch end's) metrics at global step - 1: the checkpoint covers < N
+            kept = [row for row in rows if int(float(row["step"])) < self.resume_step]
+            replaced = [row for row in rows if int(float(row["step"])) >= self.resume_step]
+            write_csv_rows(metrics_file, header, kept)
+            if replaced:
+                write_csv_rows(
+                    metrics_file.with_name(f"metrics.replaced_from_step{self.resume_step}.csv"), header, replaced
+                )
+            writer.metrics_keys = list(header)  # appended rows follow the file's column order
+        return writer
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        return [], []
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_csv_rows(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def keep_logged_history(trainer: L.Trainer, ckpt_path: str | None) -> None:
+    """Before a resumed fit: tell CSV loggers the checkpoint's global step (rank 0 alone writes them)."""
+    loggers = [logger for logger in trainer.loggers if isinstance(logger, ResumableCSVLogger)]
+    if not ckpt_path or not loggers or not trainer.is_global_zero or not Path(ckpt_path).is_file():
+        return  # "last"/"best" and missing files are Lightning's to resolve or refuse
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    for logger in loggers:
+        logger.resume_step = int(checkpoint.get("global_step", 0))

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
@@ -102,3 +103,27 @@ def test_jobs_of_a_multirun_share_the_sweep_as_group(no_wandb_credentials: Path,
     single = instantiate(compose_train(["logger=wandb"], tmp_path).logger.wandb)
     assert single._wandb_init["group"] is None
     assert single._wandb_init["name"] == "run"  # the run directory's name
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resumed_run_keeps_its_csv_history(fer_csv: Path, tmp_path: Path) -> None:
+    """Lightning's CSVLogger deletes metrics.csv when a resumed run starts in the same directory; ours keeps it."""
+    base = [f"data.path={fer_csv}", "model=tiny_xception", "debug=limit", "logger=csv"]
+    first = run_training(compose_train([*base, "trainer.max_epochs=1"], tmp_path))
+    metrics_file = tmp_path / "run" / "csv" / "metrics.csv"
+    with metrics_file.open() as file:
+        first_rows = list(csv.DictReader(file))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resume_step = torch.load(checkpoint, weights_only=True)["global_step"]
+
+    run_training(compose_train([*base, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], tmp_path))
+    with metrics_file.open() as file:
+        rows = list(csv.DictReader(file))
+    assert [r["epoch"] for r in rows if r["val/acc"]][:2] == ["0", "1"]  # epoch 0 from the first run, then 1
+    assert [r["epoch"] for r in rows if r["train/loss"]] == ["0", "1"]
+    kept = [r for r in first_rows if int(r["step"]) < resume_step]
+    assert [{k: r[k] for k in first_rows[0]} for r in rows[: len(kept)]] == kept  # verbatim, columns merged
+    # the first run's final validate/test rows came after the checkpoint: set aside, not lost
+    with (metrics_file.parent / f"metrics.replaced_from_step{resume_step}.csv").open() as file:
+        replaced = list(csv.DictReader(file))
+    assert float(replaced[-1]["test/acc"]) == pytest.approx(first["test/acc"])
