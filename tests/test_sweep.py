@@ -4,6 +4,7 @@ collide; every multirun ends with a sorted summary (tests/test_sweep_summary.py)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -259,6 +260,9 @@ def test_a_job_resumes_from_its_checkpoint_furthest_into_training(tmp_path: Path
     save_step(last, 8)  # the resumed run went on past it
     assert newest_checkpoint(tmp_path) == last
     save_step(interrupted, 8)  # the same step: the later file
+    # two writes within one clock tick of the file system can share a modification time: make the order explicit
+    later = last.stat().st_mtime_ns + 10**9
+    os.utime(interrupted, ns=(later, later))
     assert newest_checkpoint(tmp_path) == interrupted
     interrupted.write_bytes(interrupted.read_bytes()[:100])  # killed while writing it
     assert newest_checkpoint(tmp_path) == last
