@@ -23,6 +23,11 @@ def first_line(error: BaseException) -> str:
     return next(iter(str(error).splitlines()), "")
 
 
+def checkpoint_global_step(path: str | Path) -> int:
+    """The optimizer steps a Lightning checkpoint was saved after; mmap: only this scalar leaves the disk."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """torch.load with `weights_only=True`: no code in the file is executed."""
     path = Path(path)

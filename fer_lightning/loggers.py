@@ -16,12 +16,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
+
+from fer_lightning.checkpoint import checkpoint_global_step
 
 
 def wandb_api_key_configured() -> bool:
@@ -105,18 +106,22 @@ class ResumableCSVLogger(CSVLogger):
 
     Lightning deletes an existing `metrics.csv` when its writer starts, so `ckpt_path=<run>/checkpoints/last.ckpt`
     into the same run directory (what the interrupt hint and sweeps' `resume=true` do) would throw away every epoch
-    before the checkpoint. With `resume_step` set (the checkpoint's global step N) the rows the checkpoint covers
-    stay and the resumed run appends after them; rows logged from step N on (work the resume redoes, a final
-    validate/test) move to `metrics.replaced_from_step<N>.csv` beside it.
+    before the checkpoint. Given the checkpoint the run resumes from (`resume_from`, the run's `ckpt_path`), the rows
+    it covers stay and the resumed run appends after them; rows logged from its global step N on (work the resume
+    redoes, a final validate/test) move to `metrics.replaced_from_step<N>.csv` beside it.
     """
 
-    resume_step: int | None = None
+    def __init__(self, *args, resume_from: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_from = resume_from
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        if self._experiment is not None or self.resume_step is None:
+        # "last"/"best" and missing files are Lightning's to resolve or refuse; there is no history to keep then
+        if self._experiment is not None or not self.resume_from or not Path(self.resume_from).is_file():
             return super().experiment
+        resume_step = checkpoint_global_step(self.resume_from)
         metrics_file = Path(self.log_dir) / "metrics.csv"
         header, rows = read_csv_rows(metrics_file)
         with warnings.catch_warnings():  # its "previous log files will be deleted" is not true here
@@ -124,13 +129,11 @@ class ResumableCSVLogger(CSVLogger):
             writer = super().experiment  # Lightning's writer deletes metrics.csv here
         if header:
             # Lightning logs a step's (and an epoch end's) metrics at global step - 1: the checkpoint covers < N
-            kept = [row for row in rows if int(float(row["step"])) < self.resume_step]
-            replaced = [row for row in rows if int(float(row["step"])) >= self.resume_step]
+            kept = [row for row in rows if int(row["step"]) < resume_step]
+            replaced = [row for row in rows if int(row["step"]) >= resume_step]
             write_csv_rows(metrics_file, header, kept)
             if replaced:
-                write_csv_rows(
-                    metrics_file.with_name(f"metrics.replaced_from_step{self.resume_step}.csv"), header, replaced
-                )
+                write_csv_rows(metrics_file.with_name(f"metrics.replaced_from_step{resume_step}.csv"), header, replaced)
             writer.metrics_keys = list(header)  # appended rows follow the file's column order
         return writer
 
@@ -148,13 +151,3 @@ def write_csv_rows(path: Path, header: list[str], rows: list[dict[str, str]]) ->
         writer = csv.DictWriter(file, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def keep_logged_history(trainer: L.Trainer, ckpt_path: str | None) -> None:
-    """Before a resumed fit: tell CSV loggers the checkpoint's global step (rank 0 alone writes them)."""
-    loggers = [logger for logger in trainer.loggers if isinstance(logger, ResumableCSVLogger)]
-    if not ckpt_path or not loggers or not trainer.is_global_zero or not Path(ckpt_path).is_file():
-        return  # "last"/"best" and missing files are Lightning's to resolve or refuse
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    for logger in loggers:
-        logger.resume_step = int(checkpoint.get("global_step", 0))

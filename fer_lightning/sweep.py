@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from fer_lightning.checkpoint import checkpoint_global_step
 from fer_lightning.sweep_summary import (
     ERROR_FILE,
     JOB_FILE,
@@ -122,8 +123,8 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     for path in (run_dir / name for name in RESUMABLE_CHECKPOINTS):
         if not path.is_file():
             continue
-        try:  # mmap: only the few scalars read here leave the disk
-            step = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        try:
+            step = checkpoint_global_step(path)
         except Exception as error:
             log.warning("cannot resume from %s (%s: %s); passing it over", path, type(error).__name__, error)
             continue

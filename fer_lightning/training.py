@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.loggers import finish_loggers, keep_logged_history, log_run_config
+from fer_lightning.loggers import finish_loggers, log_run_config
 from fer_lightning.sweep import multirun_ddp_job
 from fer_lightning.utils.report import write_metrics_json, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
@@ -59,7 +59,6 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     with multirun_ddp_job(cfg.get("ckpt_path")):  # the checkpoint every rank resumes from
         datamodule, module, trainer = build_run(cfg)
-        keep_logged_history(trainer, cfg.get("ckpt_path"))  # before any logger writes
         log_run_config(trainer, cfg)
         try:
             metrics, best = fit_validate_test(trainer, module, datamodule, cfg.get("ckpt_path"))
