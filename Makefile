@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first, by exact version, so nothing can make pip pick another (CUDA-sized) build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow bench lint format clean
+.PHONY: install train test test-slow bench race lint format clean
 
 install: $(STAMP)
 
@@ -28,11 +28,22 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow -q
 
-# Training and inference speed on this machine (fer_lightning/bench.py): framework vs bare model step vs a plain
+# Training and inference speed on this machine (fer_lightning/bench/): framework vs bare model step vs a plain
 # PyTorch loop, both data paths; writes experiments/bench/<machine>.json and .md. BENCH_ARGS="--models resnet18 ..."
-BENCH_ARGS ?= --models mini_xception --aug heavy
+# (Hydra overrides of the train config go beside the options: BENCH_ARGS="--models resnet18 aug=light")
+BENCH_ARGS ?= --models mini_xception aug=heavy
 bench: install
 	$(PY) -m fer_lightning.bench $(BENCH_ARGS) --out experiments/bench
+
+# Time to PublicTest accuracy on real FER2013: the fast CPU recipe vs the plain loop, one budget each, one run
+# (fer_lightning/bench/time_to_accuracy.py); writes results.json / .md and time_to_accuracy.png under RACE_OUT
+FER2013 ?= data/fer2013/fer2013.csv
+RACE_BUDGET_MIN ?= 27
+RACE_OUT ?= logs/time_to_accuracy/mini_xception
+RACE_ARGS ?= experiment=cpu_fast
+race: install
+	$(PY) -m fer_lightning.bench.time_to_accuracy --budget-min $(RACE_BUDGET_MIN) --out $(RACE_OUT) \
+		data.path=$(FER2013) $(RACE_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

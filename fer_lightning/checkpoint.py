@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, open_dict
 
 from fer_lightning.lit_module import FERLitModule
 from fer_lightning.models import create_model
@@ -71,6 +72,21 @@ def load_module(path: str | Path) -> FERLitModule:
         ) from None
     module.hparams["preprocessing"] = hparams.get("preprocessing", {})
     return module.eval()
+
+
+def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None:
+    """The data must be fed as the model was trained: input size, crop and channels come from the checkpoint."""
+    with open_dict(cfg):
+        for key in ("image_size", "in_chans"):
+            if preprocessing.get(key) is not None:
+                cfg.data[key] = preprocessing[key]
+        cfg.aug.crop_size = preprocessing.get("crop_size")
+
+
+def check_num_classes(path: str | Path, module: FERLitModule, num_classes: int, data_path: str | Path) -> None:
+    """A checkpoint evaluates only data with the classes it predicts."""
+    if num_classes != module.hparams.num_classes:
+        raise ValueError(f"{path} predicts {module.hparams.num_classes} classes but data {data_path} has {num_classes}")
 
 
 def build_checkpoint(net: torch.nn.Module, model_config: dict, preprocessing: dict) -> dict:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-# conf/ sits beside the package in the repository (install with `pip install -e .`).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-# `${fer.cwd:}`, the directory a command runs in, for paths.root_dir: Hydra's `${hydra:runtime.cwd}` cannot be
-# resolved where a multirun computes its sweep directory (before any job has set HydraConfig).
-if not OmegaConf.has_resolver("fer.cwd"):
-    OmegaConf.register_new_resolver("fer.cwd", os.getcwd)
+from fer_lightning.config import CONFIG_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def train_main(cfg: DictConfig) -> float | None:
-    from fer_lightning.sweep import run_job
+    from fer_lightning.sweep.jobs import run_job
     from fer_lightning.training import run_training
 
     metrics = run_job(run_training, cfg)  # in a multirun a failed job is recorded and the sweep goes on
@@ -30,7 +21,7 @@ def train_main(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def eval_main(cfg: DictConfig) -> None:
     from fer_lightning.evaluation import run_eval
-    from fer_lightning.sweep import run_job
+    from fer_lightning.sweep.jobs import run_job
 
     run_job(run_eval, cfg)
 

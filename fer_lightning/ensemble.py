@@ -24,11 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from fer_lightning.checkpoint import load_module
-from fer_lightning.evaluation import apply_checkpoint_preprocessing
+from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
 from fer_lightning.lit_module import FERLitModule, eval_metrics
 from fer_lightning.losses import hard_targets
-from fer_lightning.utils.report import write_metrics_json, write_split_report
+from fer_lightning.speed import eval_precision
+from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
 SCALARS = ("acc", "f1_macro", "loss")
@@ -85,11 +85,7 @@ def member_datamodules(cfg: DictConfig, members: Sequence[Member]) -> list[L.Lig
             datamodule.setup("test")
             shared[key] = datamodule
         datamodule = shared[key]
-        if datamodule.num_classes != member.module.hparams.num_classes:
-            raise ValueError(
-                f"{member.path} predicts {member.module.hparams.num_classes} classes but data {cfg.data.path} has "
-                f"{datamodule.num_classes}"
-            )
+        check_num_classes(member.path, member.module, datamodule.num_classes, cfg.data.path)
         datamodules.append(datamodule)
     return datamodules
 
@@ -148,7 +144,8 @@ def run_ensemble_eval(cfg: DictConfig) -> dict:
     paths = [str(path) for path in cfg.ckpt_path]
     members = load_members(paths)
     print_config_tree(cfg)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    precision = eval_precision(cfg.trainer.precision, [m.module.hparams.get("trained_precision") for m in members])
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], precision=precision)
     if trainer.world_size > 1:
         raise ValueError(
             f"an ensemble (ckpt_path with {len(paths)} checkpoints) is evaluated in one process on one device, not "
@@ -163,12 +160,12 @@ def run_ensemble_eval(cfg: DictConfig) -> dict:
     for split in splits:
         ensemble, per_member = evaluate_split(trainer, members, datamodules, split)
         metrics |= {f"{split}/{key}": ensemble[key].item() for key in SCALARS}
-        metrics[f"{split}/per_class_acc"] = dict(zip(class_names, ensemble["per_class_acc"].tolist(), strict=True))
+        metrics[f"{split}/per_class_acc"] = per_class_accuracy(class_names, ensemble["per_class_acc"])
         for entry, values in zip(entries, per_member, strict=True):
             entry |= {f"{split}/{key}": values[key].item() for key in SCALARS}
         write_split_report(output_dir, split, ensemble["confmat"].numpy(), class_names)
     metrics["members"] = entries
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_run_config(output_dir, cfg)
     write_metrics_json(output_dir / "metrics.json", metrics)
     print(f"\n{summary_table(metrics, splits)}\nRun directory: {output_dir}")
     return metrics

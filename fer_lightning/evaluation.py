@@ -8,22 +8,15 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.checkpoint import load_module
-from fer_lightning.utils.report import write_metrics_json, write_split_report
+from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
+from fer_lightning.ensemble import run_ensemble_eval
+from fer_lightning.speed import eval_precision
+from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
 log = logging.getLogger(__name__)
-
-
-def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None:
-    """The data must be fed as the model was trained: input size, crop and channels come from the checkpoint."""
-    with open_dict(cfg):
-        for key in ("image_size", "in_chans"):
-            if preprocessing.get(key) is not None:
-                cfg.data[key] = preprocessing[key]
-        cfg.aug.crop_size = preprocessing.get("crop_size")
 
 
 def run_eval(cfg: DictConfig) -> dict:
@@ -34,9 +27,6 @@ def run_eval(cfg: DictConfig) -> dict:
             "(or ckpt_path=[a.ckpt,b.ckpt] for an ensemble)"
         )
     if OmegaConf.is_list(cfg.ckpt_path):
-        # imported here: ensemble.py builds on this module (apply_checkpoint_preprocessing)
-        from fer_lightning.ensemble import run_ensemble_eval
-
         return run_ensemble_eval(cfg)
     return run_single_eval(cfg)
 
@@ -46,12 +36,9 @@ def run_single_eval(cfg: DictConfig) -> dict:
     apply_checkpoint_preprocessing(cfg, module.hparams.get("preprocessing", {}))
     print_config_tree(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    if datamodule.num_classes != module.hparams.num_classes:
-        raise ValueError(
-            f"{cfg.ckpt_path} predicts {module.hparams.num_classes} classes but data {cfg.data.path} has "
-            f"{datamodule.num_classes}"
-        )
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    check_num_classes(cfg.ckpt_path, module, datamodule.num_classes, cfg.data.path)
+    precision = eval_precision(cfg.trainer.precision, [module.hparams.get("trained_precision")])
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], precision=precision)
     output_dir = Path(cfg.paths.output_dir)
     metrics: dict = {"checkpoint": str(cfg.ckpt_path), "tta": OmegaConf.select(cfg, "tta._target_")}
     for split in ("val", "test") if cfg.split == "both" else (cfg.split,):
@@ -62,9 +49,9 @@ def run_single_eval(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             report, names = module.test_report, datamodule.class_names
             write_split_report(output_dir, split, report["confmat"].numpy(), names)
-            metrics[f"{split}/per_class_acc"] = dict(zip(names, report["per_class_acc"].tolist(), strict=True))
+            metrics[f"{split}/per_class_acc"] = per_class_accuracy(names, report["per_class_acc"])
     if trainer.is_global_zero:
-        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_run_config(output_dir, cfg)
         write_metrics_json(output_dir / "metrics.json", metrics)
         summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith(("/acc", "/f1_macro")))
         print(f"\nEval metrics: {summary}\nRun directory: {output_dir}")

@@ -104,13 +104,21 @@ def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_outputs(path: Path, images: np.ndarray, threads: int = 0) -> np.ndarray:
+def onnx_session(path: Path, threads: int = 0):
+    """An ONNX Runtime CPU session of an exported file; `threads` intra-op threads (0 = ONNX Runtime's default).
+
+    One inter-op thread: the graphs run sequentially (ONNX Runtime's default mode), so more would only idle.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"images": images})[0]
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_outputs(path: Path, images: np.ndarray, threads: int = 0) -> np.ndarray:
+    return onnx_session(path, threads).run(["logits"], {"images": images})[0]
 
 
 def export_torchscript(model: InferenceModel, path: Path, example: torch.Tensor) -> Path:

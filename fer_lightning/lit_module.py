@@ -87,9 +87,10 @@ class FERLitModule(L.LightningModule):
         """Logits; a (N, V, C, H, W) batch of TTA views is averaged over V."""
         if images.ndim == 5:
             batch, views = images.shape[:2]
-            logits = self.net(self.normalize(images.flatten(0, 1)))
+            logits = self.net(self.normalize(images.flatten(0, 1))).float()
             return logits.view(batch, views, -1).mean(1)
-        return self.net(self.normalize(images))
+        # fp32 logits under bf16 autocast: the loss, softmax, TTA mean and metrics then see no bf16 rounding
+        return self.net(self.normalize(images)).float()
 
     def on_train_epoch_start(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
@@ -100,7 +101,7 @@ class FERLitModule(L.LightningModule):
         inputs = self.normalize(images)
         if self.batch_mix is not None:
             inputs, targets = self.batch_mix(inputs, targets)  # targets become probabilities
-        logits = self.net(inputs)
+        logits = self.net(inputs).float()  # the loss in fp32 under bf16 autocast
         loss = soft_cross_entropy(logits, targets, self.class_weights, self.hparams.label_smoothing)
         if hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
@@ -146,7 +147,7 @@ class FERLitModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        # `scheduler` is fer_lightning.optim.build_lr_scheduler, partially applied by Hydra; the trainer gives
+        # `scheduler` is fer_lightning.schedulers.build_lr_scheduler, partially applied by Hydra; the trainer gives
         # step-wise schedules (warmup_cosine) their length
         scheduler = self.scheduler_factory(optimizer=optimizer, trainer=self._trainer)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -10,32 +11,50 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fer_lightning.config import instantiate_list, model_config
 from fer_lightning.loggers import finish_loggers, log_run_config
-from fer_lightning.sweep import multirun_ddp_job
-from fer_lightning.utils.report import write_metrics_json, write_split_report
+from fer_lightning.speed import SPEED_RECORD, SpeedSetting, apply_speed_setting, settle_speed_settings
+from fer_lightning.sweep.jobs import multirun_ddp_job
+from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
 log = logging.getLogger(__name__)
 
 
-def instantiate_list(cfg: DictConfig | None) -> list:
-    """Instantiate every `_target_` node of a group such as `callbacks` or `logger` (null entries are skipped)."""
-    if not cfg:
-        return []
-    return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+def build_module(cfg: DictConfig, net: torch.nn.Module | None = None) -> L.LightningModule:
+    """The LitModule around the configured network; its model config goes into every checkpoint."""
+    net = hydra.utils.instantiate(cfg.model) if net is None else net
+    return hydra.utils.instantiate(cfg.module, net=net, model_config=model_config(cfg))
 
 
 def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Data, module and trainer; the speed settings left at `auto` are settled first (timed when `speed.autotune`),
+    since the Trainer's precision and the channels_last callback are fixed when they are built."""
     datamodule = hydra.utils.instantiate(cfg.data)
     net = hydra.utils.instantiate(cfg.model)
-    # Stored in the checkpoint without `_target_` (instantiate would build it): create_model(**model_config).
-    model_config = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
-    module = hydra.utils.instantiate(cfg.module, net=net, model_config=model_config)
+    settle_run_speed(cfg, net)
+    module = build_module(cfg, net)
+    module.hparams["trained_precision"] = cfg.trainer.precision  # eval's `auto` evaluates in it (speed.eval_precision)
     callbacks, loggers = instantiate_list(cfg.get("callbacks")), instantiate_list(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def settle_run_speed(cfg: DictConfig, net: torch.nn.Module) -> None:
+    """Concrete precision / channels_last for this run, and `speed.json` in the run directory saying what was chosen
+    and measured. A resumed run (`ckpt_path`) takes the choice its run directory recorded, without timing again, so
+    that it goes on in the precision and layout it started in."""
+    record = Path(cfg.paths.output_dir) / SPEED_RECORD
+    if cfg.get("ckpt_path") and record.exists():
+        choice = json.loads(record.read_text())["choice"]
+        apply_speed_setting(cfg, SpeedSetting(choice["precision"], choice["channels_last"], choice["compile"]))
+        return
+    result = settle_speed_settings(cfg, net)
+    if result is not None and rank_zero_only.rank == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
 
 
 def scalar_metrics(results: list[dict]) -> dict[str, float]:
@@ -56,7 +75,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
-        (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_run_config(output_dir, cfg)
     with multirun_ddp_job(cfg.get("ckpt_path")):  # the checkpoint every rank resumes from
         datamodule, module, trainer = build_run(cfg)
         log_run_config(trainer, cfg)
@@ -88,14 +107,9 @@ def report_test(module, datamodule, output_dir: Path, metrics: dict, best: str |
     report = module.test_report
     if "confmat" in report:
         write_split_report(output_dir, "test", report["confmat"].numpy(), datamodule.class_names)
-        metrics["test/per_class_acc"] = dict(zip(datamodule.class_names, report["per_class_acc"].tolist(), strict=True))
+        metrics["test/per_class_acc"] = per_class_accuracy(datamodule.class_names, report["per_class_acc"])
     metrics["best_checkpoint"] = best
     write_metrics_json(output_dir / "metrics.json", metrics)
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val/acc", "test/acc", "test/f1_macro") if k in metrics)
     log.info("final (checkpoint selected on val = PublicTest, test = PrivateTest): %s", summary)
     print(f"\nFinal metrics: {summary}\nRun directory: {output_dir}")
-
-
-def set_matmul_precision() -> None:
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")

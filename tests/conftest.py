@@ -6,12 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from fer_lightning.cli import CONFIG_DIR
+from fer_lightning.config import compose
 from tests.scripts import one_thread  # noqa: F401 (a fixture, shared by every test module)
 
 REAL_FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
@@ -44,15 +41,9 @@ def real_fer2013() -> Path:
 
 
 def compose_train(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
-    """Compose the real config as `train.py` would, with outputs under tmp_path, for the CPU."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    """Compose the real config as `train.py` would (the library's own `compose`), with outputs under tmp_path."""
+    cfg = compose(config_name, overrides, output_dir=tmp_path / "run")
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # `${hydra:...}` resolves through HydraConfig; the node itself is read-only
     return cfg

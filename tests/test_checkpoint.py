@@ -93,3 +93,50 @@ def test_unregistered_model_name(tmp_path: Path) -> None:
     torch.save(checkpoint, tmp_path / "future.ckpt")
     with pytest.raises(CheckpointError, match="future.ckpt: model_config .* builds no registered model"):
         load_module(tmp_path / "future.ckpt")
+
+
+# The hyper_parameters of a checkpoint written before the package's modules moved (issue 17: optim.py ->
+# schedulers.py, data/*.py -> data/formats/, sweep.py -> sweep/, ...), verbatim from `python train.py
+# experiment=quickstart trainer.max_epochs=1 scheduler=warmup_cosine` on the code of commit 8922129.
+PRE_MOVE_HPARAMS = {
+    "num_classes": 7,
+    "class_names": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+    "in_chans": 1,
+    "label_smoothing": 0.0,
+    "mixup_alpha": 0.0,
+    "cutmix_alpha": 0.0,
+    "model_config": {"name": "mini_xception", "num_classes": 7, "in_chans": 1, "l2": 0.01},
+    "compile": False,
+    "preprocessing": {
+        "image_size": 48,
+        "crop_size": None,
+        "in_chans": 1,
+        "mean": 0.5060653413217139,
+        "std": 0.22287186793305278,
+        "class_names": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+    },
+}
+
+
+def package_paths(value: object) -> list[str]:
+    """Every string in a checkpoint's plain data that names a module of the package (a dotted import path)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in package_paths(key) + package_paths(item)]
+    if isinstance(value, list | tuple):
+        return [found for item in value for found in package_paths(item)]
+    return [value] if isinstance(value, str) and value.startswith("fer_lightning") else []
+
+
+def test_a_checkpoint_from_before_the_module_moves_loads(tmp_path: Path) -> None:
+    """A checkpoint stores no import path (the model is rebuilt by registry name, the optimizer and scheduler from
+    the run's config), so moving modules cannot break one; this one has the pre-move layout to the letter."""
+    assert package_paths(PRE_MOVE_HPARAMS) == []
+    net = create_model(**PRE_MOVE_HPARAMS["model_config"])
+    module = FERLitModule(net, optimizer=None, model_config=dict(PRE_MOVE_HPARAMS["model_config"]))
+    lightning_keys = {"epoch": 0, "global_step": 94, "pytorch-lightning_version": "2.6.6", "hparams_name": "kwargs"}
+    schedule = {"base_lrs": [0.001], "last_epoch": 94, "_step_count": 95, "lr_lambdas": [{}]}  # warmup_cosine's
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": PRE_MOVE_HPARAMS, "lr_schedulers": [schedule]}
+    torch.save(checkpoint | lightning_keys, tmp_path / "pre_move.ckpt")
+    loaded = load_module(tmp_path / "pre_move.ckpt")
+    assert loaded.hparams["preprocessing"]["mean"] == pytest.approx(0.50606534)
+    assert loaded(torch.zeros(2, 1, 48, 48, dtype=torch.uint8)).shape == (2, 7)

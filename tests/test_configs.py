@@ -14,7 +14,8 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from fer_lightning.cli import CONFIG_DIR
+from fer_lightning.config import CONFIG_DIR
+from fer_lightning.speed import resolve_precision
 from tests.conftest import compose_train
 
 GROUPS = [
@@ -92,7 +93,8 @@ def test_optimizer_and_scheduler_build(optimizer: str, scheduler: str, tmp_path:
 @pytest.mark.parametrize("option", [o for o in options("trainer") if o in ("default", "cpu")])
 def test_cpu_trainer_options_instantiate(option: str, tmp_path: Path) -> None:
     cfg = compose_train([f"trainer={option}", "trainer.accelerator=cpu"], tmp_path)
-    assert isinstance(hydra.utils.instantiate(cfg.trainer), L.Trainer)
+    precision = resolve_precision(cfg.trainer.precision, torch.device("cpu"))  # `auto` is ours, not Lightning's
+    assert isinstance(hydra.utils.instantiate(cfg.trainer, precision=precision), L.Trainer)
 
 
 @pytest.mark.parametrize("group", ["logger", "callbacks"])

@@ -51,8 +51,8 @@ def test_ddp_on_two_cpu_processes_reports_the_metrics_of_one_process(tmp_path: P
     )
     single = run_eval(single_cfg)
     assert single["tta"].endswith("TenCropTTA")
-    for key in COMPARED:
-        assert ddp_metrics[key] == pytest.approx(single[key], abs=1e-6), key
+    for key in COMPARED:  # losses to 1e-4: bf16 convolutions (precision auto) round by batch split and threads
+        assert ddp_metrics[key] == pytest.approx(single[key], abs=1e-4 if "loss" in key else 1e-6), key
     assert ddp_metrics["test/per_class_acc"] == pytest.approx(single["test/per_class_acc"])
 
 

@@ -14,6 +14,7 @@ from fer_lightning.evaluation import run_eval
 from fer_lightning.training import run_training
 from tests.conftest import compose_train, write_fer_csv
 from tests.scripts import run_script
+from tests.test_checkpoint import package_paths
 
 REPORTS = ("confusion_matrix_{}.png", "per_class_{}.md", "per_class_{}.json")
 
@@ -40,7 +41,9 @@ def test_eval_reproduces_the_training_metrics_and_reports(trained: dict, tmp_pat
     metrics = run_eval(cfg)
     out = Path(cfg.paths.output_dir)
     for key in ("val/acc", "val/loss", "val/f1_macro", "test/acc", "test/loss", "test/f1_macro"):
-        assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
+        # losses to 1e-4: the run trained and validated in bf16 (precision auto on this CPU), and eval evaluates in
+        # the checkpoint's precision, where oneDNN's bf16 kernels round differently with another thread count
+        assert metrics[key] == pytest.approx(trained[key], abs=1e-4 if "loss" in key else 1e-6), key
     assert metrics["test/per_class_acc"] == pytest.approx(trained["test/per_class_acc"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["checkpoint"] == trained["best_checkpoint"]
@@ -86,6 +89,12 @@ def test_eval_refuses_data_with_another_class_count(trained: dict, tmp_path: Pat
     cfg = eval_cfg(tmp_path, f"data.path={data}", *eight, f"ckpt_path={trained['best_checkpoint']}")
     with pytest.raises(ValueError, match=r"\.ckpt predicts 7 classes but data .*ferplus.csv has 8"):
         run_eval(cfg)
+
+
+def test_a_trained_checkpoint_names_no_module_of_the_package(trained: dict) -> None:
+    """What makes checkpoints survive modules moving (tests/test_checkpoint.py loads a pre-move one)."""
+    checkpoint = torch.load(trained["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert package_paths({k: v for k, v in checkpoint.items() if k != "state_dict"}) == []
 
 
 def test_fer_eval_console_script_is_eval_main() -> None:

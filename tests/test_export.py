@@ -1,5 +1,5 @@
 """export: ONNX (through ONNX Runtime) and TorchScript files reproduce the PyTorch model's logits to 1e-5 on a
-batch size other than the traced one; the inference benchmark runs end to end."""
+batch size other than the traced one (the inference benchmark: tests/bench/test_inference.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lightning.bench_inference import main as bench_main
 from fer_lightning.checkpoint import build_checkpoint, load_module, save_checkpoint
 from fer_lightning.export import InferenceModel, onnx_outputs, quiet_torch_warnings, run_export
 from fer_lightning.models import create_model
@@ -88,13 +87,3 @@ def test_inference_model_is_the_module(tmp_path: Path) -> None:
     images = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(InferenceModel(module)(images), module(images))
-
-
-def test_benchmark_runs_every_runtime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    ckpt = checkpoint(tmp_path / "m.ckpt")
-    args = ["--ckpt", str(ckpt), "--iters", "3", "--repeats", "1", "--batch", "4", "--out", str(tmp_path / "b.json")]
-    rows = bench_main(args)
-    assert [r["runtime"] for r in rows] == ["pytorch", "pytorch channels_last", "torchscript", "onnxruntime"]
-    assert all(r["batch4_images_per_s"] > 0 for r in rows)
-    assert "| onnxruntime |" in capsys.readouterr().out
-    assert json.loads((tmp_path / "b.json").read_text())["env"]["threads"] == 1

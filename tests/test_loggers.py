@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from fer_lightning.loggers import wandb_api_key_configured, wandb_mode
+from fer_lightning.tools.wandb_offline import read_offline_run
 from fer_lightning.training import run_training
-from fer_lightning.utils.wandb_offline import read_offline_run
 from tests.conftest import compose_train
 from tests.scripts import one_thread, script_env  # noqa: F401 (fixture)
 

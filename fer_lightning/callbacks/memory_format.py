@@ -12,6 +12,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from fer_lightning.speed import odd_batch_crash_risk
+
 CHOICES = ("auto", True, False)
 
 
@@ -25,14 +27,36 @@ def channels_last_wanted(enabled: bool | str, device: torch.device) -> bool:
     return device.type == "cuda" if enabled == "auto" else bool(enabled)
 
 
+def training_batch_sizes(datamodule) -> set[int]:
+    """The batch sizes training will see: data.batch_size (the short last batch is dropped), or the whole split
+    where it is smaller than one batch."""
+    batch_size = getattr(datamodule, "batch_size", None)
+    splits = getattr(datamodule, "splits", {})
+    if batch_size is None:
+        return set()
+    if "train" in splits and len(splits["train"][1]) < batch_size:
+        return {len(splits["train"][1])}
+    return {batch_size}
+
+
 class ChannelsLast(L.Callback):
     """Convert the LightningModule to channels_last at `setup` (before Lightning moves it to its device, which keeps
-    the layout) when `channels_last_wanted(enabled, root device)`."""
+    the layout) when `channels_last_wanted(enabled, root device)`; refused, before any step, for an odd training
+    batch on the CPU (`odd_batch_crash_risk`)."""
 
     def __init__(self, enabled: bool | str = "auto") -> None:
         channels_last_wanted(enabled, torch.device("cpu"))  # validates the value at instantiation
         self.enabled = enabled
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if channels_last_wanted(self.enabled, trainer.strategy.root_device):
-            pl_module.to(memory_format=torch.channels_last)
+        device = trainer.strategy.root_device
+        if not channels_last_wanted(self.enabled, device):
+            return
+        odd = [n for n in training_batch_sizes(trainer.datamodule) if odd_batch_crash_risk(device, n)]
+        if stage == "fit" and odd:
+            raise ValueError(
+                f"channels_last on the CPU with an odd training batch of {odd[0]} images: oneDNN's channels_last "
+                "backward corrupts memory on odd batches (experiments/repro/channels_last_crash.py); use an even "
+                "data.batch_size or callbacks.channels_last.enabled=false"
+            )
+        pl_module.to(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""LightningDataModule for every FER data format (`data.format`, see `sources.py`): one train/val/test pipeline.
+"""LightningDataModule for every FER data format (`data.format`, see `formats/`): one train/val/test pipeline.
 
 FER2013's convention: Training = train, PublicTest = val, PrivateTest = test. Images stay uint8 end to end
 (memory-mapped cache -> uint8 arrays in memory -> albumentations in the workers -> uint8 batches); conversion to
@@ -20,8 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation, to_device_tensors
-from fer_lightning.data.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
-from fer_lightning.data.ferplus import LABEL_MODES
+from fer_lightning.data.formats import FER2013_SOURCE, SourceData, check_format, drop_blank_images, load_source
+from fer_lightning.data.formats.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
+from fer_lightning.data.formats.ferplus import LABEL_MODES
 from fer_lightning.data.sampling import (
     BALANCE_MODES,
     SPLITS,
@@ -32,14 +33,13 @@ from fer_lightning.data.sampling import (
     class_weights,
     hard_labels,
 )
-from fer_lightning.data.sources import FER2013_SOURCE, SourceData, check_format, drop_blank_images, load_source
 from fer_lightning.data.views import CenterCrop
 
 log = logging.getLogger(__name__)
 
 # workers: a DataLoader, albumentations per image in its workers; device: every split on the training device,
 # augmented per batch there (the aug preset's `device` node)
-LOADERS = ("workers", "device")
+LOADERS = ("workers", "device", "auto")
 
 __all__ = ["FER2013_SOURCE", "FERDataModule", "FERDataset"]
 
@@ -113,7 +113,7 @@ class FERDataModule(L.LightningDataModule):
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         balance: str = "none",
-        loader: str = "workers",
+        loader: str = "auto",
         device_transform: nn.Module | None = None,
         seed: int | None = 0,
     ) -> None:
@@ -130,6 +130,8 @@ class FERDataModule(L.LightningDataModule):
         # `loader` is taken by the method that builds a DataLoader, hence loader_kind
         self.loader_kind, self.device_transform, self.seed = loader, device_transform, seed or 0
         self.check_options()
+        if loader == "auto":
+            self.loader_kind = auto_loader(train_transform, device_transform, eval_transform)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.skipped_rows: list[str] = []  # every skipped bad row / file (data.on_bad_rows=skip)
         self.class_weights: torch.Tensor | None = None  # set in setup when balance == weighted_loss
@@ -169,7 +171,7 @@ class FERDataModule(L.LightningDataModule):
         if self.splits:
             return  # fit, validate and test each call this: the data is already in memory
         if self.synthetic is not None:
-            from fer_lightning.data.synthetic import ensure_synthetic_fer_csv
+            from fer_lightning.data.formats.synthetic import ensure_synthetic_fer_csv
 
             ensure_synthetic_fer_csv(self.path, **self.synthetic)
         self._prepared = self.load()  # setup in this process reuses it; other ranks read the cache
@@ -244,6 +246,7 @@ class FERDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
+            drop_last=self.drop_last(split),
             persistent_workers=self.num_workers > 0,
         )
 
@@ -265,8 +268,18 @@ class FERDataModule(L.LightningDataModule):
         return DeviceBatches(
             images, targets, self.batch_size if train else self.eval_batch_size, sampler,
             augment=self.device_transform if train else None, views=None if train else self.views,
-            in_chans=self.in_chans,
+            in_chans=self.in_chans, drop_last=self.drop_last(split),
         )  # fmt: skip
+
+    def drop_last(self, split: str) -> bool:
+        """Training leaves out each epoch's last, short batch (a different sample is left out every epoch): on the
+        CPU the backward of a channels_last model crashed on FER2013's 28,709 % 64 = 37-image batch (issue 14,
+        experiments/repro/), one odd shape recompiles under torch.compile, and a 37-image BatchNorm batch is noisier.
+        A train split smaller than one batch keeps its only batch. Evaluation sees every image."""
+        return split == "train" and len(self.splits["train"][1]) >= self.batch_size * self.world_size()
+
+    def world_size(self) -> int:
+        return self.rank_and_world_size()[1]
 
     @property
     def root_device(self) -> torch.device:
@@ -292,6 +305,15 @@ class FERDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self.dataloader(self.test_split)
+
+
+def auto_loader(train_transform: Callable | None, device_transform: nn.Module | None, eval_transform) -> str:
+    """`data.loader=auto`: the device path wherever the aug preset can run there (its `device:` node, or nothing to
+    augment, and no albumentations at eval). Measured on the 2-core CPU (experiments/README.md, "Speed"), the
+    workers' per-image albumentations take cores from the model step (496 vs 663 img/s for mini_Xception); on a GPU
+    two workers cannot feed it. A preset with albumentations only (no `device:` node) keeps the workers."""
+    on_device = (device_transform is not None or train_transform is None) and eval_transform is None
+    return "device" if on_device else "workers"
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

@@ -68,7 +68,8 @@ class DeviceBatches:
 
     `images` is uint8 (N, C, H, W) on the device (C as stored; a gray image is repeated to `in_chans` per batch);
     `augment` draws from a generator seeded by (seed, epoch, rank), so an epoch's augmentation is reproducible and
-    independent across ranks; `views` turns a (B, C, H, W) batch into its eval views (center crop, TTA).
+    independent across ranks; `views` turns a (B, C, H, W) batch into its eval views (center crop, TTA);
+    `drop_last` leaves out the epoch's last, short batch, as DataLoader's does.
     """
 
     # DataLoader's attribute pair: Lightning reads `sampler` (set_epoch every epoch) and then `batch_sampler`
@@ -83,14 +84,17 @@ class DeviceBatches:
         augment: BatchAugment | None = None,
         views: Callable[[torch.Tensor], torch.Tensor] | None = None,
         in_chans: int | None = None,
+        drop_last: bool = False,
     ) -> None:
         if len(images) != len(targets) or len(images) != sampler.size:
             raise ValueError(f"{len(images)} images, {len(targets)} targets, a sampler over {sampler.size}")
         self.images, self.targets, self.batch_size, self.sampler = images, targets, batch_size, sampler
         self.augment, self.views, self.in_chans = augment, views, in_chans or images.shape[1]
+        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(len(self.sampler) / self.batch_size)
 
     def generator(self) -> torch.Generator:
         sampler = self.sampler
@@ -100,7 +104,7 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.indices().to(self.images.device)
         generator = self.generator() if self.augment is not None else None
-        for start in range(0, len(order), self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             images = self.images[index]
             if self.augment is not None:

@@ -1,6 +1,7 @@
 """Model zoo. Importing this package registers every family; `create_model` builds one by name."""
 
 from fer_lightning.models import (
+    airfer,  # noqa: F401  (registers the family)
     densenet,  # noqa: F401  (registers the family)
     mini_xception,  # noqa: F401  (registers the family)
     mobilenet,  # noqa: F401  (registers the family)

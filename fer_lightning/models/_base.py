@@ -1,4 +1,5 @@
-"""The interface every model shares (timm's): features, head, classifier reset, number of features."""
+"""The interface every model shares (timm's): features, head, classifier reset, number of features; and the width
+rounding rule the families with a width multiplier share."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ class FERNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a scaled width to a multiple of 8 without losing more than 10% (the reference implementation's rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded

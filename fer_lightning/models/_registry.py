@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -20,8 +20,8 @@ class ModelInfo:
     name: str
     family: str
     paper: str
+    # read by nothing yet (the input size comes from the data config); kept while mini_xception.py passes it
     default_input_size: int = 48
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -29,7 +29,7 @@ _INFOS: dict[str, ModelInfo] = {}
 
 
 def register_model(
-    *, family: str, paper: str, default_input_size: int = 48, tags: tuple[str, ...] = ()
+    *, family: str, paper: str, default_input_size: int = 48
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name; a duplicate name is an error."""
 
@@ -40,7 +40,7 @@ def register_model(
                 f"model {name!r} is registered twice ({_BUILDERS[name].__module__} and {builder.__module__})"
             )
         _BUILDERS[name] = builder
-        _INFOS[name] = ModelInfo(name, family, paper, default_input_size, tuple(tags))
+        _INFOS[name] = ModelInfo(name, family, paper, default_input_size)
         return builder
 
     return decorate

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_lightning.models._base import FERNet
+from fer_lightning.models._base import FERNet, make_divisible
 from fer_lightning.models._registry import register_model
 
 V1_PAPER = "Howard et al. 2017, arXiv:1704.04861"
@@ -43,12 +43,6 @@ def conv_bn_act(
     if act is not None:
         layers.append(act(inplace=True))
     return nn.Sequential(*layers)
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """Round a scaled width to a multiple of 8 without losing more than 10% (the reference implementation's rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class DepthwiseSeparable(nn.Sequential):

@@ -15,6 +15,12 @@ Two families share one class:
 
 `se=True` adds a Squeeze-and-Excitation gate (reduction 16) on the residual branch before the addition, as in
 the SE-ResNet modules of Hu et al. (Fig. 3).
+
+Two knobs trade accuracy for compute on a CPU, both off by default so that every model and checkpoint is unchanged:
+`width` scales every stage's channels (rounded to a multiple of 8, MobileNet's rule): parameters and multiply-adds
+fall with its square. `stem_stride=2` puts the ImageNet stem's stride back on the 3x3 stem conv, so every feature
+map is half as high and wide (48 -> 24 -> 12 -> 6 -> 3): a quarter of the multiply-adds for the same parameters.
+`resnet18_s2` and `resnet18_w50` are the two ways to a quarter of ResNet-18's cost.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_lightning.models._base import FERNet
+from fer_lightning.models._base import FERNet, make_divisible
 from fer_lightning.models._registry import register_model
 
 PAPER = "He et al. 2016, arXiv:1512.03385"
@@ -96,7 +102,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(FERNet):
-    """3x3 stride-1 stem, then one stage per width; every stage after the first halves the resolution."""
+    """3x3 stem (stride 1 unless `stem_stride`), then one stage per width; every stage after the first halves the
+    resolution. `width` multiplies every stage's channels."""
 
     def __init__(
         self,
@@ -106,9 +113,12 @@ class ResNet(FERNet):
         num_classes: int = 7,
         in_chans: int = 1,
         se: bool = False,
+        width: float = 1.0,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
+        widths = tuple(make_divisible(w * width) for w in widths)  # identity at width 1: all widths are 8k
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, stride=stem_stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         stages, chans = [], widths[0]
         for i, (depth, planes) in enumerate(zip(depths, widths, strict=True)):
@@ -160,6 +170,18 @@ def resnet101(num_classes: int = 7, in_chans: int = 1, **kwargs) -> ResNet:
 @register_model(family="resnet", paper=PAPER)
 def resnet152(num_classes: int = 7, in_chans: int = 1, **kwargs) -> ResNet:
     return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_chans, **kwargs)
+
+
+@register_model(family="resnet", paper=PAPER)
+def resnet18_s2(num_classes: int = 7, in_chans: int = 1, **kwargs) -> ResNet:
+    """ResNet-18 with a stride-2 stem: ImageNet's early downsampling, a quarter of the multiply-adds."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans, **{"stem_stride": 2, **kwargs})
+
+
+@register_model(family="resnet", paper=PAPER)
+def resnet18_w50(num_classes: int = 7, in_chans: int = 1, **kwargs) -> ResNet:
+    """ResNet-18 at half width (32-64-128-256): a quarter of the parameters and multiply-adds."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans, **{"width": 0.5, **kwargs})
 
 
 @register_model(family="resnet_cifar", paper=PAPER)

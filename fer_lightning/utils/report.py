@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 
 def per_class_rows(confmat: np.ndarray, class_names: Sequence[str]) -> list[dict]:
@@ -71,3 +72,13 @@ def write_split_report(out_dir: Path, split: str, confmat: np.ndarray, class_nam
 def write_metrics_json(path: Path, metrics: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def write_run_config(out_dir: Path, cfg: DictConfig) -> None:
+    """`config_resolved.yaml`: the run's config with every interpolation resolved (`.hydra/` keeps the unresolved)."""
+    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def per_class_accuracy(class_names: Sequence[str], values) -> dict[str, float]:
+    """{class: accuracy} for metrics.json, from a metric's per-class vector (a tensor or an array)."""
+    return dict(zip(class_names, np.asarray(values, dtype=np.float64).tolist(), strict=True))

@@ -77,6 +77,8 @@ def overrides(csv: Path, *extra: str) -> list[str]:
         "trainer.accelerator=cpu",
         "trainer.max_epochs=3",
         "trainer.deterministic=true",
+        # two separate runs are compared: the autotune could time them into different precisions, so pin one
+        "speed.autotune=false",
         "logger=none",
         # the last epoch is the one validated and tested: the compared metrics depend on the resumed epoch
         "callbacks.model_checkpoint.monitor=null",

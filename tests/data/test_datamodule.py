@@ -17,10 +17,10 @@ from hydra.errors import InstantiationException
 from torch.utils.data import WeightedRandomSampler
 
 from fer_lightning.data.datamodule import FERDataModule
-from fer_lightning.data.fer2013 import DataFormatError
+from fer_lightning.data.formats.fer2013 import DataFormatError
 from tests.conftest import compose_train, write_fer_csv
 from tests.data.conftest import write_images, write_kaggle_folders, write_votes_csv
-from tests.data.test_ferplus import VOTES
+from tests.data.formats.test_ferplus import VOTES
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLIT_COUNTS = {"Training": 14, "PublicTest": 7, "PrivateTest": 7}
@@ -164,8 +164,10 @@ def test_bad_rows_stop_or_are_skipped_and_exposed(fer_csv: Path, tmp_path: Path)
 def test_balance_options(fer_csv: Path, tmp_path: Path) -> None:
     dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=weighted_loss"])
     torch.testing.assert_close(dm.class_weights, torch.ones(7))  # 6 of every class in Training
-    dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=weighted_sampler"])
+    dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=weighted_sampler", "data.loader=workers"])
     assert isinstance(dm.train_dataloader().sampler, WeightedRandomSampler)
+    dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=weighted_sampler", "data.loader=device"])
+    assert dm.train_dataloader().sampler.weights is not None  # the device path's draws with replacement
     with pytest.raises(InstantiationException, match="data.balance must be one of"):
         datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=oversample"])
 
@@ -221,3 +223,20 @@ def test_real_fer2013_through_the_datamodule(real_fer2013: Path, real_cache: Pat
     dropped = FERDataModule(path=str(real_fer2013), cache_dir=str(real_cache), num_workers=0, drop_blank=True)
     dropped.setup("fit")
     assert split_sizes(dropped) == [28698, 3588, 3589]  # README: 12 black rows, 11 in Training, 1 in PublicTest
+
+
+@pytest.mark.parametrize("loader", ["workers", "device"])
+def test_training_drops_the_short_last_batch_and_evaluation_sees_every_image(tmp_path: Path, loader: str) -> None:
+    # 42 training images in batches of 16: 2 full batches, the short one of 10 left out (each epoch another 10)
+    csv = write_fer_csv(tmp_path / "fer.csv", {"Training": 42, "PublicTest": 14, "PrivateTest": 14})
+    overrides = [f"data.path={csv}", f"data.loader={loader}", "data.batch_size=16", "data.eval_batch_size=8"]
+    dm = datamodule(tmp_path, [*overrides, "data.num_workers=0"])
+    train = dm.dataloader("train")
+    assert len(train) == 2
+    assert [len(targets) for _, targets in train] == [16, 16]
+    assert sum(len(targets) for _, targets in dm.dataloader("val")) == 14
+
+
+def test_a_train_split_smaller_than_one_batch_keeps_its_batch(fer_csv: Path, tmp_path: Path) -> None:
+    dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.loader=device", "data.batch_size=64"])
+    assert [len(targets) for _, targets in dm.dataloader("train")] == [42]

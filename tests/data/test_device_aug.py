@@ -16,7 +16,7 @@ import torch
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.data.device_aug import BatchAugment
 from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation
-from fer_lightning.data.synthetic import render_images
+from fer_lightning.data.formats.synthetic import render_images
 from fer_lightning.data.views import center_crop
 from fer_lightning.training import run_training
 from tests.conftest import compose_train, write_fer_csv

@@ -216,3 +216,33 @@ def test_markdown_table_has_one_row_per_model() -> None:
     assert "FLOPs / 2" in lines[0]
     params = resnet_expected(1, (16, 32, 64), (3, 3, 3), 7)
     assert any(line.startswith(f"| `resnet20` | resnet_cifar | {params:,} |") for line in lines)
+
+
+# ---- compute knobs of the ResNet family -------------------------------------------------------------------------
+
+
+def test_resnet_defaults_keep_the_published_models() -> None:
+    # The count docs/model_zoo.md listed before the width / stem-stride options existed.
+    default = create_model("resnet18", num_classes=7)
+    assert n_trainable(default) == resnet_expected(1, (64, 128, 256, 512), (2, 2, 2, 2), 7) == 11_171_271
+    explicit = create_model("resnet18", num_classes=7, width=1.0, stem_stride=1)
+    assert {k: v.shape for k, v in explicit.state_dict().items()} == {
+        k: v.shape for k, v in default.state_dict().items()
+    }
+    assert count_macs(explicit) == count_macs(default)
+
+
+def test_resnet_width_rounds_every_stage_to_a_multiple_of_8() -> None:
+    half = create_model("resnet18_w50", num_classes=7)
+    assert n_trainable(half) == resnet_expected(1, (32, 64, 128, 256), (2, 2, 2, 2), 7)
+    assert 0.24 < n_trainable(half) / n_trainable(create_model("resnet18", num_classes=7)) < 0.26
+    cifar_half = create_model("resnet20", num_classes=7, width=0.5)
+    assert n_trainable(cifar_half) == resnet_expected(1, (8, 16, 32), (3, 3, 3), 7)
+
+
+def test_resnet_stem_stride_quarters_the_multiply_adds_and_keeps_the_weights() -> None:
+    full, strided = create_model("resnet18", num_classes=7), create_model("resnet18_s2", num_classes=7)
+    assert count_macs(full) / count_macs(strided) == pytest.approx(4, rel=0.01)
+    full.load_state_dict(strided.state_dict())  # same names and shapes: checkpoints move between the two
+    with torch.no_grad():
+        assert strided.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 7)
