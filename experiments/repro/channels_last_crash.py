@@ -29,21 +29,33 @@ Command
     .venv/bin/python experiments/repro/channels_last_crash.py --case fp32_cl_odd   # one case, in this process
     .venv/bin/python experiments/repro/channels_last_crash.py --check      # workaround grads vs NCHW
 
-Measured (torch 2.13.0+cpu, oneDNN v3.12.0, 2 threads, Intel Xeon with AVX-512 + AMX), crashes / tries:
-    case                                         crashes
-    fp32_cl_odd         (N=37, CL, 2 threads)    10/10  (rc 139 segfault, some rc 134 "double free")
-    fp32_cl_odd_3       (N=3)                    10/10
-    fp32_cl_even        (N=36)                    0/10
-    fp32_nchw_odd       (N=37, NCHW)              0/10
-    fp32_cl_odd_1thread                           0/10
-    fp32_cl_odd_mkldnn_off_backward               0/10
-    fp32_cl_odd_ic16    (16 input channels)       0/10
-    fp32_cl_odd_stride1                           0/10
-    bf16_cl_odd         (AMX kernel here)         0/10
-    bf16_cl_odd_no_amx  (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16)  10/10
-    mini_xception_fp32_cl_odd  (the whole model, 1 step at N=37)  10/10
-The framework command of the issue (full epoch, data.loader=device, channels_last): fp32 2/2 crashed (rc 139),
-bf16 2/2 passed on this AMX VM. See the table the script prints for today's numbers.
+Measured (torch 2.13.0+cpu, oneDNN v3.12.0, 2 threads, Intel Xeon with AVX-512 + AMX), crashes / tries; a crash
+is SIGSEGV (rc -11 here, 139 in a shell) or SIGABRT after glibc's "double free or corruption (!prev)" (-6 / 134):
+    case                                                         crashes
+    fp32_cl_odd                 (N=37, channels_last, 2 threads)  10/10  SIGSEGV
+    fp32_cl_odd_3               (N=3)                             10/10  SIGSEGV
+    fp32_cl_even                (N=36)                             0/10
+    fp32_nchw_odd               (N=37, NCHW)                       0/10
+    fp32_cl_odd_1thread                                            0/10
+    fp32_cl_odd_mkldnn_off_backward                                0/10
+    fp32_cl_odd_ic16            (16 input channels)                0/10
+    fp32_cl_odd_stride1                                            0/10
+    bf16_cl_odd                 (AMX kernel on this VM)            0/10
+    bf16_cl_odd_no_amx          (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16)  10/10  SIGSEGV and SIGABRT
+    mini_xception_fp32_cl_odd   (the whole model, N=37)           10/10  SIGSEGV and SIGABRT
+Scans of the single layer: every odd N in 3..63 crashes at 2, 3, 4 and 8 threads, no even N does, nor any N on 1
+thread; input channels 4, 8, 12 crash, 16, 24, 32, 40 do not; ONEDNN_MAX_CPU_ISA=AVX2 (jit_1x1:avx2) and below pass.
+Whole mini_Xception, pseudo-epochs of 10 x 64 + 1 x 37 images, 3 epochs: unguarded 3/3 crash (fp32), 3/3 (bf16
+without AMX); backward of the odd batch on 1 thread 0/5 (fp32), 0/5 (bf16 without AMX); without oneDNN 0/5.
+The framework, full real-FER2013 epoch of the issue's command at 8922129 (before drop_last): fp32 2/2 crashed (rc
+139), bf16 2/2 passed on this AMX VM; a 45-image FER2013-format CSV, batch 8 (last batch 5), 2 epochs, 2 threads,
+ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16: fp32 channels_last rc 139, bf16 channels_last rc 134, fp32 NCHW rc 0.
+
+`--check`: the crashing layer's gradients under either guard match NCHW to 5e-7 (relative).
+Cost on the 2-core box (3 interleaved rounds, median ms per training step of mini_Xception, Adam, 48x48):
+fp32 channels_last 91 ms at 64 images (702 img/s), 51 ms at 36; the 37-image step with its backward on 1 thread
+61 ms, without oneDNN 301 ms; NCHW 125 ms at 64 (511 img/s); oneDNN off for everything 658 ms at 64 (97 img/s).
+bf16: channels_last 72 ms at 64 (894 img/s), 42 at 36, 37 on 1 thread 50, without oneDNN 289; NCHW 85 (754 img/s).
 """
 
 from __future__ import annotations
