@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
+from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule
 from fer_lightning.models import create_model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is not a usable fer-lightning checkpoint; the message names the file and the expectation."""
 
 
@@ -86,7 +87,9 @@ def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None
 def check_num_classes(path: str | Path, module: FERLitModule, num_classes: int, data_path: str | Path) -> None:
     """A checkpoint evaluates only data with the classes it predicts."""
     if num_classes != module.hparams.num_classes:
-        raise ValueError(f"{path} predicts {module.hparams.num_classes} classes but data {data_path} has {num_classes}")
+        raise CheckpointError(
+            f"{path} predicts {module.hparams.num_classes} classes but data {data_path} has {num_classes}"
+        )
 
 
 def build_checkpoint(net: torch.nn.Module, model_config: dict, preprocessing: dict) -> dict:

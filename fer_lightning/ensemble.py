@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
 from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
+from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule, eval_metrics
 from fer_lightning.losses import hard_targets
 from fer_lightning.speed import eval_precision
@@ -64,7 +65,7 @@ def load_members(paths: Sequence[str]) -> list[Member]:
     for other in members[1:]:
         counts = (first.module.hparams.num_classes, other.module.hparams.num_classes)
         if counts[0] != counts[1] or first.module.class_names != other.module.class_names:
-            raise ValueError(
+            raise UserError(
                 f"ensemble members must predict the same classes: {first.path} predicts {counts[0]} "
                 f"{first.module.class_names} but {other.path} predicts {counts[1]} {other.module.class_names}"
             )
@@ -99,7 +100,7 @@ def predict_split(trainer: L.Trainer, member: Member, datamodule, split: str) ->
 def check_same_labels(reference: tuple[str, torch.Tensor], path: str, targets: torch.Tensor, split: str) -> None:
     first, expected = reference
     if expected.shape != targets.shape or not torch.equal(expected, targets):
-        raise ValueError(
+        raise UserError(
             f"the {split} labels seen by {path} ({len(targets)} images) differ from those seen by {first} "
             f"({len(expected)} images): every member must evaluate the same images in the same order"
         )
@@ -147,7 +148,7 @@ def run_ensemble_eval(cfg: DictConfig) -> dict:
     precision = eval_precision(cfg.trainer.precision, [m.module.hparams.get("trained_precision") for m in members])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], precision=precision)
     if trainer.world_size > 1:
-        raise ValueError(
+        raise UserError(
             f"an ensemble (ckpt_path with {len(paths)} checkpoints) is evaluated in one process on one device, not "
             f"with DDP ({trainer.world_size} processes): use trainer.devices=1"
         )

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
 from fer_lightning.ensemble import run_ensemble_eval
+from fer_lightning.errors import UserError
 from fer_lightning.speed import eval_precision
 from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_eval(cfg: DictConfig) -> dict:
     """One checkpoint (`ckpt_path=a.ckpt`), or an ensemble of several (`ckpt_path=[a.ckpt,b.ckpt]`, a Hydra list)."""
     if not cfg.get("ckpt_path"):
-        raise ValueError(
+        raise UserError(
             "eval needs a checkpoint: python eval.py ckpt_path=/path/to/model.ckpt "
             "(or ckpt_path=[a.ckpt,b.ckpt] for an ensemble)"
         )

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from fer_lightning.checkpoint import load_module
+from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def export_model(
 ) -> dict:
     """Export and verify; returns what was written and the measured difference."""
     if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: choose one of {sorted(FORMATS)}")
+        raise UserError(f"format={fmt!r}: choose one of {sorted(FORMATS)}")
     model = InferenceModel(module).eval()
     shape = input_shape(module)
     example = example_batch(shape, 2)
@@ -185,11 +186,11 @@ def export_model(
 
 def run_export(cfg: DictConfig) -> dict:
     if cfg.get("ckpt_path") in (None, "???"):
-        raise ValueError("export needs a checkpoint: python export.py ckpt_path=model.ckpt format=onnx")
-    module = load_module(cfg.ckpt_path)
+        raise UserError("export needs a checkpoint: python export.py ckpt_path=model.ckpt format=onnx")
     fmt = str(cfg.format)
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt!r}: choose one of {sorted(FORMATS)}")
+    if fmt not in FORMATS:  # before the checkpoint is read: a wrong value costs no work
+        raise UserError(f"format={fmt!r}: choose one of {sorted(FORMATS)}")
+    module = load_module(cfg.ckpt_path)
     default = Path(cfg.output_dir) / (Path(cfg.ckpt_path).stem + FORMATS[fmt])
     path = Path(cfg.output_path) if cfg.get("output_path") else default
     result = export_model(module, fmt, path, cfg.opset, cfg.dynamo, cfg.check.batch_size, cfg.check.atol)

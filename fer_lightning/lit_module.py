@@ -44,13 +44,18 @@ class FERLitModule(L.LightningModule):
         cutmix_alpha: float = 0.0,
         model_config: dict | None = None,
         compile: bool = False,
+        distill=None,
     ) -> None:
         super().__init__()
         # Only plain values go into hparams, so checkpoints load with `weights_only=True`: `net` is rebuilt from
         # `model_config`, and the optimizer/scheduler factories come from the run's config.
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "distill"])
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = net
+        # fer_lightning.distill.Distillation: frozen teachers kept out of this module's tree (and its checkpoint)
+        self.distill = distill
+        if distill is not None:
+            self.hparams["distill"] = distill.hparams()
         if compile:
             self.net.compile()  # in place: state_dict keys stay the same, so checkpoints stay portable
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
@@ -75,6 +80,8 @@ class FERLitModule(L.LightningModule):
             self.input_mean.fill_(info["mean"])
             self.input_std.fill_(info["std"])
             self.hparams["preprocessing"] = info
+            if self.distill is not None:
+                self.distill.check_compatible(self.class_names, info)
             if getattr(datamodule, "class_weights", None) is not None:
                 self.class_weights = datamodule.class_weights.to(self.input_mean.device)
 
@@ -103,6 +110,9 @@ class FERLitModule(L.LightningModule):
             inputs, targets = self.batch_mix(inputs, targets)  # targets become probabilities
         logits = self.net(inputs).float()  # the loss in fp32 under bf16 autocast
         loss = soft_cross_entropy(logits, targets, self.class_weights, self.hparams.label_smoothing)
+        if self.distill is not None:  # the teachers see this very input: the same view, mixture and crop
+            self.distill.place(inputs.device, self.net)
+            loss = self.distill.loss(loss, logits, self.distill.targets(inputs, self.input_mean, self.input_std))
         if hasattr(self.net, "regularization_loss"):
             loss = loss + self.net.regularization_loss()
         self.train_acc(logits, hard_targets(targets))

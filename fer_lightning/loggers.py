@@ -66,6 +66,9 @@ def wandb_logger(
     """Lightning's WandbLogger with the offline fallback, and group/name taken from Hydra when not given."""
     default_group, default_name = hydra_job_names()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+        # set but empty (common in CI files and shells): wandb's settings refuse "", so it counts as unset
+        del os.environ["WANDB_MODE"]
     # `mode` goes straight to wandb.init; Lightning's own `offline=True` refuses log_model, but offline W&B runs
     # do keep artifacts and upload them on `wandb sync`.
     return WandbLogger(

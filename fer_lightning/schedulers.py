@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from fer_lightning.errors import UserError
+
 PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
@@ -30,9 +32,9 @@ def build_lr_scheduler(
 ) -> dict:
     """Lightning's lr_scheduler dict; `monitor` is only used by schedulers that step on a metric (plateau)."""
     if interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
+        raise UserError(f"scheduler.interval must be 'epoch' or 'step', got {interval!r}")
     if frequency < 1:
-        raise ValueError(f"scheduler.frequency must be >= 1, got {frequency}")
+        raise UserError(f"scheduler.frequency must be >= 1, got {frequency}")
     kwargs = {}
     if wants_total_steps(scheduler):
         kwargs["total_steps"] = scheduler_steps(trainer, interval, frequency)
@@ -56,13 +58,13 @@ def wants_total_steps(scheduler: Callable[..., object]) -> bool:
 def scheduler_steps(trainer: Any, interval: str, frequency: int) -> int:
     """How many times Lightning will call `scheduler.step()` in this fit."""
     if trainer is None:
-        raise ValueError(
+        raise UserError(
             "this scheduler needs the run's total number of steps, which comes from the trainer: call "
             "build_lr_scheduler(optimizer=..., trainer=trainer) (FERLitModule.configure_optimizers does)"
         )
     units = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
     if units is None or units < 0 or math.isinf(units):
-        raise ValueError(
+        raise UserError(
             f"a scheduler with total_steps needs a bounded run, but the trainer has no limit in {interval}s "
             "(set trainer.max_epochs or trainer.max_steps)"
         )
@@ -74,7 +76,7 @@ def check_plateau_mode(scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, mo
     lower_is_better = "loss" in monitor.rsplit("/", 1)[-1]
     if scheduler.mode == ("max" if lower_is_better else "min"):
         wanted = "min" if lower_is_better else "max"
-        raise ValueError(
+        raise UserError(
             f"scheduler.monitor={monitor} with scheduler.scheduler.mode={scheduler.mode}: a "
             f"{'loss' if lower_is_better else 'score'} improves the other way; set scheduler.scheduler.mode={wanted}"
         )
@@ -96,10 +98,10 @@ def warmup_cosine(
     """
     if warmup_steps is None:
         if not 0.0 <= warmup_fraction <= 1.0:
-            raise ValueError(f"warmup_fraction must be within [0, 1], got {warmup_fraction}")
+            raise UserError(f"warmup_fraction must be within [0, 1], got {warmup_fraction}")
         warmup_steps = round(warmup_fraction * total_steps)
     if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
+        raise UserError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
     warmup_steps = min(warmup_steps, total_steps)
     factor = functools.partial(
         warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from fer_lightning.config import instantiate_list, model_config
+from fer_lightning.errors import UserError
 from fer_lightning.loggers import finish_loggers, log_run_config
 from fer_lightning.speed import SPEED_RECORD, SpeedSetting, apply_speed_setting, settle_speed_settings
 from fer_lightning.sweep.jobs import multirun_ddp_job
@@ -32,6 +33,7 @@ def build_module(cfg: DictConfig, net: torch.nn.Module | None = None) -> L.Light
 def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Data, module and trainer; the speed settings left at `auto` are settled first (timed when `speed.autotune`),
     since the Trainer's precision and the channels_last callback are fixed when they are built."""
+    check_sync_batchnorm(cfg.trainer)
     datamodule = hydra.utils.instantiate(cfg.data)
     net = hydra.utils.instantiate(cfg.model)
     settle_run_speed(cfg, net)
@@ -40,6 +42,17 @@ def build_run(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule
     callbacks, loggers = instantiate_list(cfg.get("callbacks")), instantiate_list(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
+
+
+def check_sync_batchnorm(trainer_cfg: DictConfig) -> None:
+    """torch's SyncBatchNorm runs only on CUDA; on the CPU DDP would die in its first forward, after the data load."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if trainer_cfg.get("sync_batchnorm") and on_cpu:
+        raise UserError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernels): use "
+            "trainer=ddp_cpu for DDP on the CPU, or set trainer.sync_batchnorm=false"
+        )
 
 
 def settle_run_speed(cfg: DictConfig, net: torch.nn.Module) -> None:

@@ -30,6 +30,7 @@ GROUPS = [
     "callbacks",
     "experiment",
     "debug",
+    "distill",
 ]
 
 

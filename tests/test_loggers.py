@@ -80,6 +80,16 @@ def test_many_loggers_and_what_the_offline_wandb_run_recorded(
     assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
 
 
+def test_an_empty_wandb_mode_counts_as_unset(
+    no_wandb_credentials: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "")
+    logger = instantiate(compose_train(["logger=wandb"], tmp_path).logger.wandb)
+    assert logger._wandb_init["mode"] == "offline"
+    assert logger.experiment.settings.mode == "offline"  # wandb.init ran; with WANDB_MODE="" it raised
+    logger.experiment.finish()
+
+
 def test_wandb_can_be_told_to_keep_checkpoints_local(no_wandb_credentials: Path, tmp_path: Path) -> None:
     cfg = compose_train(["logger=wandb", "logger.wandb.log_model=false", "logger.wandb.mode=disabled"], tmp_path)
     logger = instantiate(cfg.logger.wandb)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_lightning.training import run_training
+from fer_lightning.errors import UserError
+from fer_lightning.training import build_run, run_training
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +60,9 @@ def test_missing_data_stops_with_path_source_and_alternative(tmp_path: Path) -> 
     assert str(missing) in message
     assert "kaggle.com" in message
     assert "data=synthetic" in message
+
+
+def test_sync_batchnorm_on_the_cpu_names_ddp_cpu_before_any_work(tmp_path: Path) -> None:
+    cfg = compose_train(["trainer=ddp", "trainer.accelerator=cpu", "data.path=/nowhere/fer2013.csv"], tmp_path)
+    with pytest.raises(UserError, match="trainer=ddp_cpu"):  # raised before the (missing) data is read
+        build_run(cfg)

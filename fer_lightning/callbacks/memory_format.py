@@ -12,6 +12,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from fer_lightning.errors import UserError
 from fer_lightning.speed import odd_batch_crash_risk
 
 CHOICES = ("auto", True, False)
@@ -23,7 +24,7 @@ def channels_last_wanted(enabled: bool | str, device: torch.device) -> bool:
     consistent gain: 1.7x for mini_Xception's depthwise convolutions, none for ResNet-18, a loss for VGG-19
     (experiments/README.md, "Speed"); `true` switches it on for a model that gains."""
     if enabled not in CHOICES:
-        raise ValueError(f"channels_last must be one of {list(CHOICES)}, got {enabled!r}")
+        raise UserError(f"channels_last must be one of {list(CHOICES)}, got {enabled!r}")
     return device.type == "cuda" if enabled == "auto" else bool(enabled)
 
 
@@ -54,7 +55,7 @@ class ChannelsLast(L.Callback):
             return
         odd = [n for n in training_batch_sizes(trainer.datamodule) if odd_batch_crash_risk(device, n)]
         if stage == "fit" and odd:
-            raise ValueError(
+            raise UserError(
                 f"channels_last on the CPU with an odd training batch of {odd[0]} images: oneDNN's channels_last "
                 "backward corrupts memory on odd batches (experiments/repro/channels_last_crash.py); use an even "
                 "data.batch_size or callbacks.channels_last.enabled=false"

@@ -34,6 +34,7 @@ from fer_lightning.data.sampling import (
     hard_labels,
 )
 from fer_lightning.data.views import CenterCrop
+from fer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class FERDataset(Dataset):
         views: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise UserError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels
         self.in_chans, self.transform, self.views = in_chans, transform, views
 
@@ -146,7 +147,7 @@ class FERDataModule(L.LightningDataModule):
         check_policy(self.on_bad_rows)
         check_fractions(self.split_fractions)
         if len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise UserError(
                 f"data.class_names has {len(self.class_names)} names but data.num_classes={self.num_classes}"
             )
         for key, value, allowed in (
@@ -155,9 +156,9 @@ class FERDataModule(L.LightningDataModule):
             ("loader", self.loader_kind, LOADERS),
         ):
             if value not in allowed:
-                raise ValueError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
+                raise UserError(f"data.{key} must be one of {list(allowed)}, got {value!r}")
         if self.loader_kind == "device" and self.eval_transform is not None:
-            raise ValueError("data.loader=device has no albumentations at eval: use an aug preset with eval: null")
+            raise UserError("data.loader=device has no albumentations at eval: use an aug preset with eval: null")
 
     def load(self) -> SourceData:
         return load_source(
@@ -188,7 +189,7 @@ class FERDataModule(L.LightningDataModule):
         for index, name in enumerate(SPLITS):
             rows = np.flatnonzero(split == index)
             if not len(rows):
-                raise ValueError(f"{self.path}: the {name} split is empty; check the data or data.split_fractions")
+                raise UserError(f"{self.path}: the {name} split is empty; check the data or data.split_fractions")
             images = resize_images(np.ascontiguousarray(data.images[rows]), self.image_size)
             self.splits[name] = (images, np.ascontiguousarray(data.targets[rows]))
         self.fit_statistics()
@@ -197,7 +198,7 @@ class FERDataModule(L.LightningDataModule):
     def check_targets(self, targets: np.ndarray) -> None:
         width = targets.shape[1] if targets.ndim == 2 else int(targets.max()) + 1
         if width > self.num_classes or (targets.ndim == 2 and width != self.num_classes):
-            raise ValueError(f"{self.path}: the data has {width} classes but data.num_classes={self.num_classes}")
+            raise UserError(f"{self.path}: the data has {width} classes but data.num_classes={self.num_classes}")
 
     def fit_statistics(self) -> None:
         """Normalisation statistics and class balance, from the training split only."""

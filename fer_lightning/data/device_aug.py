@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_lightning.errors import UserError
+
 Range = tuple[float, float]
 
 
@@ -190,7 +192,7 @@ def as_spec(kind: type, value: Mapping | object | None) -> object | None:
     if isinstance(value, Mapping):
         value = kind(**{k: tuple(v) if isinstance(v, Sequence) else v for k, v in value.items()})
     if value is not None and not 0.0 <= value.p <= 1.0:
-        raise ValueError(f"{kind.__name__}.p must be in [0, 1], got {value.p}")
+        raise UserError(f"{kind.__name__}.p must be in [0, 1], got {value.p}")
     return value if value is not None and value.p > 0 else None
 
 
@@ -212,7 +214,7 @@ class BatchAugment(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= flip_p <= 1.0:
-            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+            raise UserError(f"flip_p must be in [0, 1], got {flip_p}")
         self.flip_p, self.crop_size = flip_p, crop_size
         self.resized_crop = as_spec(ResizedCrop, resized_crop)
         self.affine = as_spec(Affine, affine)
@@ -230,7 +232,7 @@ class BatchAugment(nn.Module):
             raise ValueError(f"expected a uint8 (B, C, H, W) batch, got {images.dtype} {tuple(images.shape)}")
         height, width = images.shape[-2:]
         if self.crop_size is not None and self.crop_size > min(height, width):
-            raise ValueError(f"crop size {self.crop_size} is larger than the images ({height}x{width})")
+            raise UserError(f"crop size {self.crop_size} is larger than the images ({height}x{width})")
         draw = Draw(images.shape[0], images.device, generator)
         out_h, out_w = (self.crop_size, self.crop_size) if self.crop_size is not None else (height, width)
         # the random crop's (x, y) offset: the whole chain below works in the frame before the crop

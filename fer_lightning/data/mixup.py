@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fer_lightning.errors import UserError
+
 
 class MixupCutmix(nn.Module):
     """Mixup and/or CutMix on a float image batch (N, C, H, W) with index (N,) or probability (N, K) targets.
@@ -29,11 +31,11 @@ class MixupCutmix(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise UserError(f"num_classes must be >= 2, got {num_classes}")
         if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
+            raise UserError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
         if not (0.0 <= prob <= 1.0 and 0.0 <= switch_prob <= 1.0):
-            raise ValueError(f"prob and switch_prob must be in [0, 1], got {prob} and {switch_prob}")
+            raise UserError(f"prob and switch_prob must be in [0, 1], got {prob} and {switch_prob}")
         self.num_classes, self.mixup_alpha, self.cutmix_alpha = num_classes, float(mixup_alpha), float(cutmix_alpha)
         self.prob, self.switch_prob = prob, switch_prob
 

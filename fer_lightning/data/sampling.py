@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from fer_lightning.errors import UserError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -24,7 +26,7 @@ def hard_labels(targets: np.ndarray) -> np.ndarray:
 def check_fractions(fractions: Sequence[float]) -> np.ndarray:
     values = np.asarray(fractions, dtype=np.float64)
     if values.shape != (3,) or (values < 0).any() or values[0] <= 0:
-        raise ValueError(f"data.split_fractions must be 3 fractions (train > 0, val, test >= 0), got {list(fractions)}")
+        raise UserError(f"data.split_fractions must be 3 fractions (train > 0, val, test >= 0), got {list(fractions)}")
     return values / values.sum()
 
 
@@ -51,7 +53,7 @@ def assign_splits(
     seeded stratified `fractions[1]` (or `[2]`) of its train rows. `stratified` re-splits every row by `fractions`.
     """
     if mode not in SPLIT_MODES:
-        raise ValueError(f"data.split must be one of {list(SPLIT_MODES)}, got {mode!r}")
+        raise UserError(f"data.split must be one of {list(SPLIT_MODES)}, got {mode!r}")
     fractions = check_fractions(fractions)
     split = np.asarray(given, dtype=np.int8).copy() if mode == "usage" else np.full(len(labels), -1, np.int8)
     pool = np.flatnonzero(split < 0)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from fer_lightning.errors import UserError
+
 
 def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     if size > min(height, width):
-        raise ValueError(f"crop size {size} is larger than the image ({height}x{width})")
+        raise UserError(f"crop size {size} is larger than the image ({height}x{width})")
     top, left = (height - size) // 2, (width - size) // 2
     return image[..., top : top + size, left : left + size]
 
@@ -24,7 +26,7 @@ def five_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """Four corners and the center, stacked as (5, C, size, size) (or (B, 5, C, size, size) for a batch)."""
     height, width = image.shape[-2:]
     if size > min(height, width):
-        raise ValueError(f"crop size {size} is larger than the image ({height}x{width})")
+        raise UserError(f"crop size {size} is larger than the image ({height}x{width})")
     corners = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size)]
     crops = [image[..., t : t + size, left : left + size] for t, left in corners]
     return torch.stack([*crops, center_crop(image, size)], dim=-4)

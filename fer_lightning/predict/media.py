@@ -13,10 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_lightning.errors import UserError
+
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
-class MediaError(ValueError):
+class MediaError(UserError):
     """One input cannot be used; `status` says how (`not_media`, `unreadable`)."""
 
     def __init__(self, status: str, message: str) -> None:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from fer_lightning.checkpoint import load_module
 from fer_lightning.data.views import CenterCrop
+from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule
 from fer_lightning.predict.faces import Box, annotate, crop_face, to_gray
 from fer_lightning.predict.media import (
@@ -175,18 +176,19 @@ class Predictor:
 
 
 def throughput(frames: int, faces: int, seconds: float, classifier: EmotionClassifier) -> str:
-    model_rate = classifier.faces / classifier.seconds if classifier.seconds else float("nan")
+    # no face classified: no rate to give (n/a, not nan)
+    model_rate = f"{classifier.faces / classifier.seconds:.1f}" if classifier.seconds else "n/a"
     return (
         f"{frames} frames, {faces} faces in {seconds:.2f} s: {frames / seconds:.1f} frames/s, "
         f"{faces / seconds:.1f} faces/s end to end (read, detect, classify, write); "
-        f"classifier alone {model_rate:.1f} faces/s"
+        f"classifier alone {model_rate} faces/s"
     )
 
 
 def run_predict(cfg: DictConfig) -> dict:
     """Process every source of `cfg.input`; returns the summary also written to `files.json`."""
     if cfg.get("ckpt_path") in (None, "???") or cfg.get("input") is None:
-        raise ValueError("predict needs ckpt_path=... and input=IMAGE|FOLDER|VIDEO|CAMERA_INDEX")
+        raise UserError("predict needs ckpt_path=... and input=IMAGE|FOLDER|VIDEO|CAMERA_INDEX")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     classifier = EmotionClassifier.from_checkpoint(cfg.ckpt_path, cfg.margin, cfg.device)
@@ -194,6 +196,11 @@ def run_predict(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     sources = discover(cfg.input, cfg.recursive)
+    if not sources:
+        raise UserError(
+            f"no images or videos found in {cfg.input}"
+            + ("" if cfg.recursive else " (recursive=true looks in subfolders)")
+        )
     start = time.perf_counter()
     with open(output_dir / "predictions.jsonl", "w") as records:
         predictor = Predictor(classifier, detector, output_dir, records, cfg.annotate, dict(cfg.video))
@@ -218,4 +225,6 @@ def run_predict(cfg: DictConfig) -> dict:
     counts = {s: sum(r.status == s for r in reports) for s in sorted({r.status for r in reports})}
     print(f"{len(reports)} inputs {counts}; {throughput(predictor.frames, faces, seconds, classifier)}")
     print(f"Outputs: {output_dir}")
+    if not any(r.status in ("ok", "no_face") for r in reports):  # everything failed: the command did not do its job
+        raise UserError(f"none of the {len(reports)} inputs in {cfg.input} could be read (files.json lists why)")
     return summary

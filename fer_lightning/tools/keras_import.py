@@ -29,13 +29,14 @@ import torch
 
 from fer_lightning.checkpoint import build_checkpoint, save_checkpoint
 from fer_lightning.data.formats.fer2013 import FER2013_CLASSES
+from fer_lightning.errors import UserError
 from fer_lightning.models import create_model
 
 KERAS_MEAN, KERAS_STD = 0.5, 0.5  # preprocess_input(v2=True): (x/255 - 0.5) * 2
 BN_EPS = 1e-3
 
 
-class KerasImportError(ValueError):
+class KerasImportError(UserError):
     """The file is not a Keras mini_XCEPTION this importer can convert; the message names the layer."""
 
 

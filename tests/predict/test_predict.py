@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -13,9 +14,11 @@ import pytest
 import torch
 
 from fer_lightning.checkpoint import build_checkpoint, save_checkpoint
+from fer_lightning.errors import UserError
 from fer_lightning.models import create_model
 from fer_lightning.predict import EmotionClassifier, FullFrameDetector, crop_face, run_predict
 from fer_lightning.predict.media import discover, webcam_index
+from fer_lightning.predict.predictor import throughput
 from tests.conftest import compose_train
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -141,10 +144,26 @@ def test_webcam_index_is_parsed_and_a_missing_camera_is_reported(ckpt: Path, tmp
     (tmp_path / "3").write_bytes(b"")
     assert webcam_index(str(tmp_path / "3")) is None
     assert discover(0)[0].kind == "webcam"
-    summary, records, _ = predict(ckpt, 9, tmp_path, "video.max_frames=1")  # no camera 9 on a test machine
-    assert records == []
+    cfg = compose_train([f"ckpt_path={ckpt}", "input=9", "video.max_frames=1"], tmp_path, config_name="predict")
+    with pytest.raises(UserError, match="none of the 1 inputs in 9 could be read"):  # no camera 9 on a test machine
+        run_predict(cfg)
+    summary = json.loads((Path(cfg.output_dir) / "files.json").read_text())  # still written: it says why
+    assert (Path(cfg.output_dir) / "predictions.jsonl").read_text() == ""
     assert summary["files"][0]["kind"] == "webcam"
     assert summary["files"][0]["status"] == "unreadable"
+
+
+def test_nothing_to_predict_is_an_error_naming_the_folder(ckpt: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no images or videos found in .*empty \(recursive=true"):
+        predict(ckpt, tmp_path / "empty", tmp_path)
+
+
+def test_throughput_without_faces_says_n_a() -> None:
+    classifier = SimpleNamespace(faces=0, seconds=0.0)
+    line = throughput(3, 0, 1.5, classifier)
+    assert "classifier alone n/a faces/s" in line
+    assert "nan" not in line
 
 
 def test_crops_follow_the_checkpoint_preprocessing(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from fer_lightning.data.formats.fer2013 import load_fer2013
 from fer_lightning.data.formats.ferplus import FERPLUS_SOURCE, ferplus_labels
 from fer_lightning.data.formats.folders import load_image_folder
+from fer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class SourceData:
 
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
-        raise ValueError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
+        raise UserError(f"data.format must be one of {list(FORMATS)}, got {fmt!r}")
 
 
 def check_data_files(fmt: str, path: Path, votes_path: Path | None = None) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tarfile
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+
+from fer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ CACHE_VERSION = 2  # bump when the decoded layout changes, so stale caches are n
 SKIP_HINT = "set data.on_bad_rows=skip to skip bad rows and list them instead"
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """A data file does not have the expected format; the message names the file, row and expectation."""
 
 
@@ -62,7 +65,7 @@ class FERArrays:
 
 def check_policy(on_bad_rows: str) -> None:
     if on_bad_rows not in BAD_ROW_POLICIES:
-        raise ValueError(f"data.on_bad_rows must be one of {list(BAD_ROW_POLICIES)}, got {on_bad_rows!r}")
+        raise UserError(f"data.on_bad_rows must be one of {list(BAD_ROW_POLICIES)}, got {on_bad_rows!r}")
 
 
 def is_tar(path: Path) -> bool:
@@ -219,11 +222,16 @@ def write_cache_entry(entry: Path, arrays: dict[str, np.ndarray], meta: dict) ->
     """A cache entry of any format: each array as `<name>.npy` (written aside, then renamed), `meta.json` last, so
     an interrupted write leaves no entry that looks complete (readers test for `meta.json`)."""
     entry.mkdir(parents=True, exist_ok=True)
+    # Per-writer temporary names: two runs creating the same entry at once each rename their own complete file
+    # (the same bytes) into place; a shared temporary name let one writer rename the other's away mid-write.
+    writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for name, array in arrays.items():
-        tmp = entry / f"{name}.tmp.npy"
+        tmp = entry / f"{name}.{writer}.tmp.npy"
         np.save(tmp, array)
         tmp.replace(entry / f"{name}.npy")
-    (entry / "meta.json").write_text(json.dumps(meta, indent=2))
+    tmp = entry / f"meta.{writer}.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(entry / "meta.json")
 
 
 def write_cache(entry: Path, arrays: FERArrays, source: Path) -> None:

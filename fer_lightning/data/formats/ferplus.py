@@ -30,6 +30,7 @@ from fer_lightning.data.formats.fer2013 import (
     readable,
     report_skipped,
 )
+from fer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def read_ferplus_votes(path: Path, on_bad_rows: str = "error") -> FERPlusVotes:
 def ferplus_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(keep mask, targets): class indices (N,) for `majority`, probabilities (N, 8) float32 for `probability`."""
     if mode not in LABEL_MODES:
-        raise ValueError(f"data.label_mode must be one of {list(LABEL_MODES)}, got {mode!r}")
+        raise UserError(f"data.label_mode must be one of {list(LABEL_MODES)}, got {mode!r}")
     votes = np.where(votes <= 1, 0, votes).astype(np.float64)  # a lone vote is an outlier (FER+ reference code)
     emotions, not_emotion = votes[:, : len(FERPLUS_CLASSES)], votes[:, len(FERPLUS_CLASSES) :]
     if mode == "majority":

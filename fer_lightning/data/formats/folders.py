@@ -31,6 +31,7 @@ from fer_lightning.data.formats.fer2013 import (
     report_skipped,
     write_cache_entry,
 )
+from fer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def load_image_folder(
     naming them, or with `on_bad_rows="skip"` are skipped and listed."""
     check_policy(on_bad_rows)
     if in_chans not in (1, 3):
-        raise ValueError(f"data.in_chans must be 1 (gray) or 3 (RGB) for image folders, got {in_chans}")
+        raise UserError(f"data.in_chans must be 1 (gray) or 3 (RGB) for image folders, got {in_chans}")
     index = scan_tree(Path(root), class_names, usage_prefixes)
     images, kept, bad = decode_cached(index, in_chans, image_size, cache_dir)
     problems = index.empty + bad

@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +183,31 @@ def test_real_fer2013_splits_and_class_counts(real_fer2013: Path, real_cache: Pa
     assert [len(arrays.split(u)[1]) for u in ("Training", "PublicTest", "PrivateTest")] == [28709, 3589, 3589]
     flat = arrays.images.reshape(len(arrays.images), -1)
     assert np.flatnonzero(flat.max(1) == 0).tolist() == README_BLANK_ROWS
+
+
+# Two writers of the same cache entry, started together, each writing it over and over: they collide (before
+# per-writer temporary names one of them died renaming a file the other had already renamed away:
+# FileNotFoundError .../images.tmp.npy -> .../images.npy).
+CONCURRENT_WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from fer_lightning.data.formats.fer2013 import write_cache_entry
+root, start, rounds = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+arrays = {"images": np.zeros((400, 48, 48), np.uint8), "labels": np.arange(400)}
+while time.time() < start:
+    pass
+for _ in range(rounds):
+    write_cache_entry(root / "entry", arrays, {"rows": 400})
+"""
+
+
+def test_concurrent_cache_writers_both_succeed(tmp_path: Path) -> None:
+    rounds, start = 120, time.time() + 3.0  # both interpreters are up by then
+    command = [sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), str(start), str(rounds)]
+    writers = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [writer.communicate(timeout=120)[1] for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], errors
+    entry = tmp_path / "entry"
+    assert sorted(p.name for p in entry.iterdir()) == ["images.npy", "labels.npy", "meta.json"]  # no temporary left
+    assert np.load(entry / "labels.npy").tolist() == list(range(400))
