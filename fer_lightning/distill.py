@@ -98,15 +98,10 @@ class Distillation:
     def targets(self, inputs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """Soft targets for the student's normalised `inputs` ((N, C, H, W), or (N, V, C, H, W) views, averaged
         over V as the student's forward does); `mean` / `std` are the student's normalisation."""
-        pixels = inputs * std + mean if inputs.ndim == 4 else inputs * std.unsqueeze(1) + mean.unsqueeze(1)
-        logits = []
-        for teacher in self.teachers:
-            if pixels.ndim == 5:
-                batch, views = pixels.shape[:2]
-                own = (pixels.flatten(0, 1) - teacher.input_mean) / teacher.input_std
-                logits.append(teacher.net(own).float().view(batch, views, -1).mean(1))
-            else:
-                logits.append(teacher.net((pixels - teacher.input_mean) / teacher.input_std).float())
+        # back to [0, 1] pixels (the (1, C, 1, 1) statistics broadcast over views too); a teacher's own forward
+        # normalises them with its statistics and averages view batches, as for the student
+        pixels = inputs * std + mean
+        logits = [teacher(pixels) for teacher in self.teachers]
         return soft_targets(logits, self.temperature)
 
     def loss(self, hard_loss: torch.Tensor, student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

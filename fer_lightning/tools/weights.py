@@ -13,22 +13,14 @@ so a half file evaluates slightly differently from its source: report the number
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from fer_lightning.checkpoint import read_checkpoint, save_checkpoint
+from fer_lightning.data.formats.fer2013 import file_sha256 as sha256
 
 # hparams that describe the training run, not the model: kept out so the file is the same from any machine
 RUN_ONLY_HPARAMS = ("distill",)
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_only(checkpoint: dict, half: bool = False) -> dict:
