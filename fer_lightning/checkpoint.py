@@ -7,14 +7,31 @@ rebuilt and fed correctly without the run's config.
 
 from __future__ import annotations
 
+import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities.model_registry import _is_registry
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule
 from fer_lightning.models import create_model
+
+log = logging.getLogger(__name__)
+
+# the lines of torch's weights_only message that advise loading the file anyway (weights_only=False, allowlisting):
+# never repeated to a user, whose checkpoint should hold no code at all
+TORCH_LOAD_ADVICE = (
+    "weights_only",
+    "Weights only load failed",
+    "This file can still be loaded",
+    "Please file an issue",
+)
+# `trainer.fit(ckpt_path=...)` names Lightning resolves to a file itself (and "registry[:name]", `_is_registry`)
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
 
 
 class CheckpointError(UserError):
@@ -38,10 +55,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # arbitrary bytes fail in many ways (IndexError, UnicodeDecodeError, ...)
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint (truncated, or not a checkpoint saved by torch.save "
-            f"with plain data): {type(error).__name__}: {first_line(error)}"
-        ) from None
+        raise load_error(path, error) from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     missing = [k for k in ("model_config", "num_classes") if k not in hparams]
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or missing:
@@ -50,6 +64,30 @@ def read_checkpoint(path: str | Path) -> dict:
             f"hyper_parameters {['model_config', 'num_classes']} (missing: {missing or ['state_dict']})"
         )
     return checkpoint
+
+
+def load_error(path: Path, error: Exception) -> CheckpointError:
+    """Why torch.load failed, in one line: a pickle that asks for code (a global) is named as refused."""
+    detail = unpickler_detail(error) if isinstance(error, pickle.UnpicklingError) else first_line(error)
+    unsafe = re.search(r"GLOBAL (\S+)", detail)
+    if unsafe:
+        return CheckpointError(
+            f"{path}: refused: the file's pickle asks for {unsafe[1]} ({detail}); a checkpoint is loaded as plain "
+            f"data (tensors, numbers, strings) and no code in it is run: use a checkpoint saved by fer-lightning"
+        )
+    return CheckpointError(
+        f"{path}: cannot be read as a PyTorch checkpoint (truncated, or not a checkpoint saved by torch.save "
+        f"with plain data): {type(error).__name__}: {detail}"
+    )
+
+
+def unpickler_detail(error: pickle.UnpicklingError) -> str:
+    """The unpickler's own finding inside torch's weights_only message, without torch's advice to load anyway."""
+    text = str(error).rpartition("WeightsUnpickler error:")[2]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not any(advice in line for advice in TORCH_LOAD_ADVICE)]
+    found = next((line for line in lines if not line.startswith("Check the documentation")), first_line(error))
+    return found.partition(" Please use `torch.serialization")[0]  # its allowlisting advice: loading code anyway
 
 
 def load_module(path: str | Path) -> FERLitModule:
@@ -90,6 +128,65 @@ def check_num_classes(path: str | Path, module: FERLitModule, num_classes: int, 
         raise CheckpointError(
             f"{path} predicts {module.hparams.num_classes} classes but data {data_path} has {num_classes}"
         )
+
+
+def match_data_classes(path: str | Path, module: FERLitModule, datamodule, data_path: str | Path) -> None:
+    """The data's classes are mapped onto the checkpoint's by name (case-insensitively), never by position: an
+    image folder's sorted folder names (angry, disgust, fear, happy, neutral, sad, surprise) evaluated with a FER2013
+    checkpoint (..., sad, surprise, neutral) have their labels remapped to its order; other names are refused."""
+    check_num_classes(path, module, datamodule.num_classes, data_path)
+    trained, data_names = list(module.class_names), list(datamodule.class_names)
+    lowered = [[name.lower() for name in names] for names in (trained, data_names)]
+    if lowered[0] == lowered[1]:
+        return
+    if module.hparams.get("class_names") is None or trained == [str(i) for i in range(len(trained))]:
+        log.warning("%s stores no class names: the data's class order %s is taken as its own", path, data_names)
+        return
+    if sorted(lowered[0]) != sorted(lowered[1]):
+        raise CheckpointError(
+            f"{path} predicts the classes {trained} but data {data_path} has the classes {data_names}: "
+            f"a checkpoint evaluates only data of its own classes (the same names, in any order)"
+        )
+    log.warning(
+        "data %s lists its classes as %s, checkpoint %s as %s: the data's labels are remapped by class name to the "
+        "checkpoint's order", data_path, data_names, path, trained,
+    )  # fmt: skip
+    datamodule.order_classes_as(trained)
+
+
+def check_resume_checkpoint(path: str | Path, module: FERLitModule) -> None:
+    """Before `trainer.fit(ckpt_path=path)`, which would fail on a bad file with a bare IndexError, a state_dict
+    key dump or torch's advice to load code: the file must be a fer-lightning checkpoint of this run's model."""
+    if str(path) in LIGHTNING_CKPT_NAMES or _is_registry(path):
+        return  # Lightning finds the file itself
+    checkpoint = read_checkpoint(path)
+    trained = dict(checkpoint["hyper_parameters"]["model_config"])
+    this_run = dict(module.hparams.get("model_config") or {})
+    if trained.get("name") != this_run.get("name"):
+        raise CheckpointError(
+            f"{path}: trained with model {trained.get('name')} but this run is model {this_run.get('name')}: "
+            f"resume it with model={trained.get('name')} (its config: {trained})"
+        )
+    mismatch = state_dict_mismatch(checkpoint["state_dict"], module.state_dict())
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: its weights do not fit this run's model ({mismatch}): trained with {trained}, this run "
+            f"builds {this_run}"
+        )
+
+
+def state_dict_mismatch(saved: dict, expected: dict) -> str:
+    """'' when `saved` has exactly `expected`'s keys and shapes; else a short account (counts and a first key)."""
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    common = sorted(expected.keys() & saved.keys())
+    reshaped = [key for key in common if getattr(saved[key], "shape", None) != getattr(expected[key], "shape", None)]
+    named = {"missing": missing, "unexpected": unexpected}
+    parts = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in named.items() if keys]
+    if reshaped:
+        key = reshaped[0]
+        shapes = f"{tuple(saved[key].shape)} in the checkpoint, {tuple(expected[key].shape)} here"
+        parts.append(f"{len(reshaped)} of other shapes, e.g. {key}: {shapes}")
+    return "; ".join(parts)
 
 
 def build_checkpoint(net: torch.nn.Module, model_config: dict, preprocessing: dict) -> dict:

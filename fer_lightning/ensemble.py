@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
+from fer_lightning.checkpoint import apply_checkpoint_preprocessing, load_module, match_data_classes
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule, eval_metrics
 from fer_lightning.losses import hard_targets
@@ -86,7 +86,7 @@ def member_datamodules(cfg: DictConfig, members: Sequence[Member]) -> list[L.Lig
             datamodule.setup("test")
             shared[key] = datamodule
         datamodule = shared[key]
-        check_num_classes(member.path, member.module, datamodule.num_classes, cfg.data.path)
+        match_data_classes(member.path, member.module, datamodule, cfg.data.path)  # by name, as a single eval
         datamodules.append(datamodule)
     return datamodules
 

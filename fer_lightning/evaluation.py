@@ -10,7 +10,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from fer_lightning.checkpoint import apply_checkpoint_preprocessing, check_num_classes, load_module
+from fer_lightning.checkpoint import apply_checkpoint_preprocessing, load_module, match_data_classes
 from fer_lightning.ensemble import run_ensemble_eval
 from fer_lightning.errors import UserError
 from fer_lightning.speed import eval_precision
@@ -37,7 +37,7 @@ def run_single_eval(cfg: DictConfig) -> dict:
     apply_checkpoint_preprocessing(cfg, module.hparams.get("preprocessing", {}))
     print_config_tree(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
-    check_num_classes(cfg.ckpt_path, module, datamodule.num_classes, cfg.data.path)
+    match_data_classes(cfg.ckpt_path, module, datamodule, cfg.data.path)  # by name: may relabel the data
     precision = eval_precision(cfg.trainer.precision, [module.hparams.get("trained_precision")])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], precision=precision)
     output_dir = Path(cfg.paths.output_dir)

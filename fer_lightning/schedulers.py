@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from fer_lightning.callbacks.training_clock import TrainingClock
 from fer_lightning.errors import UserError
 
 PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -38,6 +39,8 @@ def build_lr_scheduler(
     kwargs = {}
     if wants_total_steps(scheduler):
         kwargs["total_steps"] = scheduler_steps(trainer, interval, frequency)
+    if wants_argument(scheduler, "clock"):
+        kwargs["clock"] = budget_clock(trainer)
     config = {"scheduler": scheduler(optimizer=optimizer, **kwargs), "interval": interval, "frequency": frequency}
     if isinstance(config["scheduler"], PLATEAU):
         check_plateau_mode(config["scheduler"], monitor)
@@ -47,12 +50,31 @@ def build_lr_scheduler(
 
 def wants_total_steps(scheduler: Callable[..., object]) -> bool:
     """True when the factory takes `total_steps` and the config did not set it."""
-    if isinstance(scheduler, functools.partial) and "total_steps" in scheduler.keywords:
-        return scheduler.keywords["total_steps"] is None  # `total_steps: null` in a yaml means "from the trainer"
+    return wants_argument(scheduler, "total_steps")
+
+
+def wants_argument(scheduler: Callable[..., object], name: str) -> bool:
+    """True when the factory takes `name` and the config did not set it (`name: null` means "from the trainer")."""
+    if isinstance(scheduler, functools.partial) and name in scheduler.keywords:
+        return scheduler.keywords[name] is None
     try:
-        return "total_steps" in inspect.signature(scheduler).parameters
+        return name in inspect.signature(scheduler).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         return False
+
+
+def budget_clock(trainer: Any) -> Any:
+    """The run's TrainingClock with a training-time budget: what a time-budget schedule is a function of."""
+    clocks = [c for c in getattr(trainer, "callbacks", []) if isinstance(c, TrainingClock)]
+    if not clocks or math.isinf(clocks[0].budget_s):
+        raise UserError(
+            "scheduler=budget_cosine runs its schedule over a training-time budget: set "
+            "callbacks.training_clock.budget_s (seconds of training; the fit stops when it is spent)"
+        )
+    if getattr(trainer, "world_size", 1) > 1:
+        # each rank's clock reads its own time: learning rates would differ between the replicas of one model
+        raise UserError("scheduler=budget_cosine is single-process; under DDP use scheduler=warmup_cosine")
+    return clocks[0]
 
 
 def scheduler_steps(trainer: Any, interval: str, frequency: int) -> int:
@@ -116,3 +138,34 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_
     decay_steps = total_steps - warmup_steps
     progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps > 0 else 1.0
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TimeBudgetCosine(torch.optim.lr_scheduler.LRScheduler):
+    """`warmup_cosine` over seconds of training instead of steps: the rate after a fraction p of the run's
+    training-time budget (`callbacks.training_clock.budget_s`) is the one warmup_cosine gives after a fraction p of
+    its steps, so the schedule ends (at `min_lr_ratio`) when the budget stops the fit, however fast the model trains.
+
+    Why: an equal wall-clock comparison of models (experiment=leaderboard) where each model's steps per minute
+    differ tenfold; a step-based cosine would need each model's epochs guessed ahead, and a schedule cut short
+    before its decay loses most of what the decay buys. The price: the rate at a step depends on how fast the
+    machine ran until then, so two runs are not step-for-step alike (the rest of the run, seeds and data, is).
+    """
+
+    def __init__(self, optimizer, clock, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.01) -> None:
+        if not 0.0 <= warmup_fraction < 1.0 or not 0.0 <= min_lr_ratio <= 1.0:
+            raise UserError(
+                f"need 0 <= warmup_fraction < 1 and 0 <= min_lr_ratio <= 1, got {warmup_fraction}, {min_lr_ratio}"
+            )
+        self.clock, self.warmup_fraction, self.min_lr_ratio = clock, warmup_fraction, min_lr_ratio
+        super().__init__(optimizer)
+
+    def progress(self) -> float:
+        return min(1.0, self.clock.elapsed() / self.clock.budget_s)
+
+    def get_lr(self) -> list[float]:
+        factor = warmup_cosine_factor(self.progress(), self.warmup_fraction, 1.0, self.min_lr_ratio)
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        """Without the clock (a callback, checkpointed on its own) so the checkpoint loads with weights_only=True."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "clock")}

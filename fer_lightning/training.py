@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -13,9 +14,12 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from fer_lightning.callbacks.training_clock import TrainingClock
+from fer_lightning.checkpoint import check_resume_checkpoint
 from fer_lightning.config import instantiate_list, model_config
 from fer_lightning.errors import UserError
 from fer_lightning.loggers import finish_loggers, log_run_config
+from fer_lightning.models.table import count_macs
 from fer_lightning.speed import SPEED_RECORD, SpeedSetting, apply_speed_setting, settle_speed_settings
 from fer_lightning.sweep.jobs import multirun_ddp_job
 from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
@@ -94,10 +98,14 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         log_run_config(trainer, cfg)
         try:
             metrics, best = fit_validate_test(trainer, module, datamodule, cfg.get("ckpt_path"))
+            test_report = module.test_report  # the single-view one; the extra views' passes below replace it
+            metrics |= test_other_views(trainer, module, datamodule, cfg.get("report_tta") or {}, best)
         finally:
             finish_loggers(trainer)  # also after an error: the next job of a sweep must not reuse this W&B run
     metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started}
+    metrics |= model_costs(module.net, datamodule) | training_rate(trainer)
     if trainer.is_global_zero:
+        module.test_report = test_report
         report_test(module, datamodule, output_dir, metrics, best)
     return metrics
 
@@ -107,6 +115,7 @@ def fit_validate_test(
 ) -> tuple[dict[str, float], str | None]:
     """`ckpt_path` resumes a fit (optimizer, schedulers, loops, callbacks and RNG states included)."""
     if ckpt_path:
+        check_resume_checkpoint(ckpt_path, module)  # a one-line error naming the file, not Lightning's traceback
         log.info("fit resumes from %s", ckpt_path)  # on every rank (Lightning says so on rank 0 only)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -114,6 +123,39 @@ def fit_validate_test(
     metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False))
     metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best))
     return metrics, best
+
+
+def test_other_views(trainer: L.Trainer, module, datamodule, views: DictConfig | dict, best: str | None) -> dict:
+    """PrivateTest of the selected checkpoint again under each of `report_tta`'s views (e.g. flip), as
+    `test_<name>/acc` etc.: a leaderboard row's TTA columns without a separate eval.py run. Selection stays on
+    single-view PublicTest; the datamodule's own views are put back afterwards."""
+    metrics, own_views = {}, datamodule.tta
+    try:
+        for name, view_cfg in views.items():
+            datamodule.tta = hydra.utils.instantiate(view_cfg)
+            results = scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False))
+            metrics |= {key.replace("test/", f"test_{name}/", 1): value for key, value in results.items()}
+    finally:
+        datamodule.tta = own_views
+    return metrics
+
+
+def model_costs(net: torch.nn.Module, datamodule) -> dict[str, float]:
+    """Parameters and multiply-adds of one forward at the input size the model was trained at."""
+    size = datamodule.crop_size or datamodule.image_size
+    net = copy.deepcopy(net).float().cpu().to(memory_format=torch.contiguous_format)
+    return {
+        "params": float(sum(p.numel() for p in net.parameters())),
+        "macs": float(count_macs(net, size, datamodule.in_chans)),
+    }
+
+
+def training_rate(trainer: L.Trainer) -> dict[str, float]:
+    """Training images per second of training time (TrainingClock's clock: epochs' own time, evaluation not)."""
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
+    if clock is None or clock.seconds <= 0:
+        return {}
+    return {"train_images_per_s": clock.images / clock.seconds, "train_s": clock.seconds}
 
 
 def report_test(module, datamodule, output_dir: Path, metrics: dict, best: str | None) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from omegaconf import DictConfig, open_dict
@@ -12,6 +15,8 @@ from fer_lightning.config import compose
 from tests.scripts import one_thread  # noqa: F401 (a fixture, shared by every test module)
 
 REAL_FER2013 = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
+FER2013_ORDER = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+USAGE_DIRS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
 
 def write_fer_csv(path: Path, counts: dict[str, int], num_classes: int = 7, seed: int = 0) -> Path:
@@ -25,6 +30,18 @@ def write_fer_csv(path: Path, counts: dict[str, int], num_classes: int = 7, seed
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_image_folder(csv_path: Path, root: Path, class_names: Sequence[str] = FER2013_ORDER) -> Path:
+    """The images of a FER-format CSV as PNGs (lossless) in root/{train,val,test}/<class name>/: the same data in
+    the image_folder format, whose classes are its folder names sorted (not FER2013's order)."""
+    with csv_path.open() as file:
+        for index, row in enumerate(csv.DictReader(file)):
+            folder = root / USAGE_DIRS[row["Usage"]] / class_names[int(row["emotion"])]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = np.array(row["pixels"].split(), dtype=np.uint8).reshape(48, 48)
+            assert cv2.imwrite(str(folder / f"{index:04d}.png"), pixels)
+    return root
 
 
 @pytest.fixture

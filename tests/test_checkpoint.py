@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_lightning.checkpoint import CheckpointError, load_module, read_checkpoint
+from fer_lightning.checkpoint import CheckpointError, check_resume_checkpoint, load_module, read_checkpoint
 from fer_lightning.lit_module import FERLitModule
 from fer_lightning.models import create_model
 
@@ -82,9 +82,10 @@ def test_weights_of_another_model_or_class_count(tmp_path: Path, change: dict, e
 def test_pickled_code_is_never_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {}, "hyper_parameters": RunsCodeWhenUnpickled(marker)}, tmp_path / "evil.ckpt")
-    with pytest.raises(CheckpointError, match="evil.ckpt: cannot be read"):
+    with pytest.raises(CheckpointError, match=r"evil.ckpt: refused: .* asks for posix\.system") as refused:
         load_module(tmp_path / "evil.ckpt")
     assert not marker.exists()
+    assert "weights_only" not in str(refused.value)  # torch's advice to load it anyway is not passed on
 
 
 def test_unregistered_model_name(tmp_path: Path) -> None:
@@ -140,3 +141,48 @@ def test_a_checkpoint_from_before_the_module_moves_loads(tmp_path: Path) -> None
     loaded = load_module(tmp_path / "pre_move.ckpt")
     assert loaded.hparams["preprocessing"]["mean"] == pytest.approx(0.50606534)
     assert loaded(torch.zeros(2, 1, 48, 48, dtype=torch.uint8)).shape == (2, 7)
+
+
+class PlainObject:
+    """Not a function, yet a pickled instance still needs its class, a global: refused as well."""
+
+
+def this_run(model_config: dict = MODEL_CONFIG) -> FERLitModule:
+    return FERLitModule(create_model(**model_config), optimizer=None, model_config=dict(model_config))
+
+
+def test_resume_checks_a_checkpoint_of_this_runs_model(tmp_path: Path) -> None:
+    check_resume_checkpoint(our_checkpoint(tmp_path / "ours.ckpt"), this_run())
+    check_resume_checkpoint("last", this_run())  # Lightning's own names are left to Lightning
+
+
+def test_resume_from_a_text_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "notes.ckpt").write_text("these are not weights")  # torch.load: IndexError: pop from empty list
+    with pytest.raises(CheckpointError, match="notes.ckpt: cannot be read as a PyTorch checkpoint"):
+        check_resume_checkpoint(tmp_path / "notes.ckpt", this_run())
+
+
+def test_resume_from_another_models_checkpoint_names_both(tmp_path: Path) -> None:
+    other = our_checkpoint(tmp_path / "cnn.ckpt", {**MODEL_CONFIG, "name": "simple_cnn"})
+    expected = r"cnn\.ckpt: trained with model simple_cnn but this run is model tiny_xception: .*model=simple_cnn"
+    with pytest.raises(CheckpointError, match=expected) as refused:
+        check_resume_checkpoint(other, this_run())
+    assert "\n" not in str(refused.value)
+    assert len(str(refused.value)) < 400  # not a state_dict key dump
+    eight = our_checkpoint(tmp_path / "eight.ckpt", {**MODEL_CONFIG, "num_classes": 8})
+    with pytest.raises(CheckpointError, match=r"eight\.ckpt: its weights do not fit .* of other shapes, e\.g\. net\."):
+        check_resume_checkpoint(eight, this_run())
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"), [("code", r"posix\.system"), ("object", r"\S*test_checkpoint\.PlainObject")]
+)
+def test_resume_refuses_an_unsafe_pickle_naming_its_global(tmp_path: Path, payload: str, named: str) -> None:
+    marker = tmp_path / "pwned"
+    hostile = RunsCodeWhenUnpickled(marker) if payload == "code" else PlainObject()
+    torch.save({"state_dict": {}, "hyper_parameters": hostile}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match=rf"evil\.ckpt: refused: .*asks for {named}") as refused:
+        check_resume_checkpoint(tmp_path / "evil.ckpt", this_run())
+    assert "weights_only" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not marker.exists()

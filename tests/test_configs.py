@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from fer_lightning.callbacks import TrainingClock
 from fer_lightning.config import CONFIG_DIR
 from fer_lightning.speed import resolve_precision
 from tests.conftest import compose_train
@@ -85,7 +87,9 @@ def test_optimizer_and_scheduler_build(optimizer: str, scheduler: str, tmp_path:
     cfg = compose_train([f"optimizer={optimizer}", f"scheduler={scheduler}"], tmp_path)
     params = [torch.nn.Parameter(torch.zeros(2))]
     opt = hydra.utils.instantiate(cfg.optimizer)(params=params)
-    trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=10)  # step-wise schedules need a length
+    # step-wise schedules need a length, time-budget ones a training clock with a budget
+    clock = TrainingClock(budget_s=60)
+    trainer = SimpleNamespace(estimated_stepping_batches=100, max_epochs=10, callbacks=[clock], world_size=1)
     lr_config = hydra.utils.instantiate(cfg.scheduler)(optimizer=opt, trainer=trainer)
     assert lr_config["interval"] in ("epoch", "step")
     assert lr_config["scheduler"].optimizer is opt
@@ -116,3 +120,36 @@ def test_unknown_option_lists_the_valid_ones(tmp_path: Path) -> None:
 def test_misspelt_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="max_epoch"):
         compose_train(["trainer.max_epoch=3"], tmp_path)
+
+
+# Trainer arguments that take objects: callbacks and logger come from their groups (training.py), plugins from code
+OBJECT_ARGUMENTS = {"self", "callbacks", "logger", "plugins"}
+# where conf/trainer/default.yaml departs from Lightning's defaults on purpose
+PROJECT_CHOICES = {"default_root_dir", "min_epochs", "max_epochs", "devices", "precision", "log_every_n_steps",
+                   "deterministic"}  # fmt: skip
+
+
+def trainer_arguments() -> dict[str, object]:
+    parameters = inspect.signature(L.Trainer.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if name not in OBJECT_ARGUMENTS}
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_every_trainer_argument_is_a_key(option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"trainer={option}"], tmp_path)
+    assert sorted(set(trainer_arguments()) - set(cfg.trainer)) == []
+
+
+def test_trainer_keys_default_to_lightnings_defaults(tmp_path: Path) -> None:
+    cfg = compose_train([], tmp_path)  # listing an argument must not change what the Trainer does
+    for name, default in trainer_arguments().items():
+        if name not in PROJECT_CHOICES:
+            assert cfg.trainer[name] == default, name
+
+
+def test_trainer_arguments_are_overridden_without_plus(tmp_path: Path) -> None:
+    overrides = ["trainer.fast_dev_run=true", "trainer.accumulate_grad_batches=2", "trainer.gradient_clip_val=1.0"]
+    cfg = compose_train(overrides, tmp_path)
+    assert cfg.trainer.fast_dev_run is True
+    assert cfg.trainer.accumulate_grad_batches == 2
+    assert cfg.trainer.gradient_clip_val == 1.0

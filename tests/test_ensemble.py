@@ -20,7 +20,7 @@ from fer_lightning.checkpoint import CheckpointError, build_checkpoint, load_mod
 from fer_lightning.ensemble import check_same_labels
 from fer_lightning.evaluation import run_eval
 from fer_lightning.models import create_model
-from tests.conftest import compose_train, write_fer_csv
+from tests.conftest import compose_train, write_fer_csv, write_image_folder
 from tests.scripts import run_script
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -189,6 +189,25 @@ def test_members_predicting_other_classes_are_refused_naming_both(data: Path, tm
     renamed = checkpoint(tmp_path / "renamed.ckpt", seed=0, class_names=["a", "b", "c", "d", "e", "f", "g"])
     with pytest.raises(ValueError, match=r"same classes: .*seven\.ckpt .* but .*renamed\.ckpt predicts 7 \['a'"):
         run_eval(eval_cfg(tmp_path, data, ensemble_of(seven, renamed)))
+
+
+def test_members_evaluate_an_image_folder_in_their_class_order(tmp_path: Path) -> None:
+    """The folder's classes are sorted (neutral before sad): each member's data is relabelled to its order."""
+    data = write_fer_csv(tmp_path / "fer.csv", {"Training": 7, "PublicTest": 7, "PrivateTest": 21})
+    folder = write_image_folder(data, tmp_path / "folder")
+    members = ensemble_of(checkpoint(tmp_path / "a.ckpt", seed=0), checkpoint(tmp_path / "b.ckpt", seed=1))
+    on_csv = run_eval(eval_cfg(tmp_path / "csv", data, members, "split=test"))
+    on_folder = run_eval(eval_cfg(tmp_path / "on_folder", folder, members, "split=test", "data=image_folder"))
+    for key in ("test/acc", "test/f1_macro", "test/loss"):
+        assert on_folder[key] == pytest.approx(on_csv[key], abs=1e-5), key
+    assert on_folder["test/per_class_acc"] == pytest.approx(on_csv["test/per_class_acc"])
+    for in_folder, in_csv in zip(on_folder["members"], on_csv["members"], strict=True):
+        assert in_folder["test/loss"] == pytest.approx(in_csv["test/loss"], abs=1e-5)
+    renamed = ["angry", "disgust", "fear", "happy", "sad", "surprise", "calm"]
+    other = checkpoint(tmp_path / "c.ckpt", seed=2, class_names=renamed)  # members must agree: both renamed
+    other = ensemble_of(other, other)
+    with pytest.raises(CheckpointError, match=r"c\.ckpt predicts the classes \[.*'calm'\] but data .* \[.*'neutral'"):
+        run_eval(eval_cfg(tmp_path / "other", folder, other, "split=test", "data=image_folder"))
 
 
 def test_members_whose_labels_differ_are_refused() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import torch
 from fer_lightning.checkpoint import CheckpointError
 from fer_lightning.evaluation import run_eval
 from fer_lightning.training import run_training
-from tests.conftest import compose_train, write_fer_csv
+from tests.conftest import FER2013_ORDER, compose_train, write_fer_csv, write_image_folder
 from tests.scripts import run_script
 from tests.test_checkpoint import package_paths
+from tests.test_ensemble import checkpoint
 
 REPORTS = ("confusion_matrix_{}.png", "per_class_{}.md", "per_class_{}.json")
 
@@ -100,3 +103,46 @@ def test_a_trained_checkpoint_names_no_module_of_the_package(trained: dict) -> N
 def test_fer_eval_console_script_is_eval_main() -> None:
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "fer-eval"]
     assert script.value == "fer_lightning.cli:eval_main"
+
+
+@pytest.fixture(scope="module")
+def same_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One set of images as a FER2013 CSV and as an image folder named with FER's 7 classes (sorted: another order)."""
+    root = tmp_path_factory.mktemp("same_images")
+    data = write_fer_csv(root / "fer.csv", {"Training": 7, "PublicTest": 14, "PrivateTest": 21})
+    return {"csv": data, "folder": write_image_folder(data, root / "folder")}
+
+
+def test_an_image_folder_is_evaluated_in_the_checkpoints_class_order(
+    same_images: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = checkpoint(tmp_path / "fer2013_order.ckpt", seed=0)  # an untrained model whose predictions vary
+    assert load_class_names(ckpt) == list(FER2013_ORDER)
+    on_csv = run_eval(eval_cfg(tmp_path / "csv", f"data.path={same_images['csv']}", f"ckpt_path={ckpt}"))
+    folder = ["data=image_folder", f"data.path={same_images['folder']}", f"ckpt_path={ckpt}"]
+    with caplog.at_level(logging.WARNING, logger="fer_lightning.checkpoint"):
+        on_folder = run_eval(eval_cfg(tmp_path / "folder", *folder))
+    assert "remapped by class name to the checkpoint's order" in caplog.text
+    for split in ("val", "test"):
+        for key in ("acc", "f1_macro", "loss"):
+            assert on_folder[f"{split}/{key}"] == pytest.approx(on_csv[f"{split}/{key}"], abs=1e-5), (split, key)
+        assert on_folder[f"{split}/per_class_acc"] == pytest.approx(on_csv[f"{split}/per_class_acc"])
+    report = json.loads((tmp_path / "folder" / "run" / "per_class_test.json").read_text())
+    assert report == json.loads((tmp_path / "csv" / "run" / "per_class_test.json").read_text())
+
+
+def test_an_image_folder_of_other_class_names_is_refused_naming_both(
+    same_images: dict[str, Path], tmp_path: Path
+) -> None:
+    renamed = shutil.copytree(same_images["folder"], tmp_path / "renamed")
+    for split in ("train", "val", "test"):
+        (renamed / split / "neutral").rename(renamed / split / "calm")
+    ckpt = checkpoint(tmp_path / "fer2013_order.ckpt", seed=0)
+    cfg = eval_cfg(tmp_path, "data=image_folder", f"data.path={renamed}", f"ckpt_path={ckpt}")
+    expected = r"predicts the classes \['angry', .*'neutral'\] but data .*renamed has the classes \['angry', 'calm'"
+    with pytest.raises(CheckpointError, match=expected):
+        run_eval(cfg)
+
+
+def load_class_names(ckpt: Path) -> list[str]:
+    return torch.load(ckpt, weights_only=True)["hyper_parameters"]["class_names"]

@@ -1,5 +1,5 @@
 """Learning-rate schedules from config: warmup_cosine per optimizer step over the trainer's own step count,
-plateau per epoch on the metric the config names."""
+plateau per epoch on the metric the config names, budget_cosine over the training-time budget."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import lightning as L
 import pytest
 import torch
 
-from fer_lightning.schedulers import build_lr_scheduler
+from fer_lightning.callbacks.training_clock import TrainingClock
+from fer_lightning.schedulers import TimeBudgetCosine, build_lr_scheduler
 from fer_lightning.training import build_run
 from tests.conftest import compose_train, write_fer_csv
 from tests.scripts import one_thread  # noqa: F401 (fixture)
@@ -48,7 +49,7 @@ def fit(tmp_path: Path, *overrides: str) -> tuple[L.Trainer, LearningRateProbe]:
             "logger=none",
             "trainer.accelerator=cpu",
             f"trainer.max_epochs={EPOCHS}",
-            "+trainer.num_sanity_val_steps=0",
+            "trainer.num_sanity_val_steps=0",
             f"optimizer.lr={BASE_LR}",
             "+callbacks.lr_probe._target_=tests.test_schedulers.LearningRateProbe",
             *overrides,
@@ -75,7 +76,7 @@ def warmup_cosine_lr(step: int, warmup: int, total: int, floor: float) -> float:
     [
         (["scheduler.scheduler.warmup_fraction=0.3"], EPOCHS * 6, 5),  # round(0.3 * 18)
         # 2 batches an optimizer step: half the steps, counted by the trainer; warmup_steps wins over the fraction
-        (["+trainer.accumulate_grad_batches=2", "scheduler.scheduler.warmup_steps=2"], EPOCHS * 3, 2),
+        (["trainer.accumulate_grad_batches=2", "scheduler.scheduler.warmup_steps=2"], EPOCHS * 3, 2),
     ],
 )
 def test_warmup_cosine_rises_then_follows_the_cosine_step_by_step(
@@ -143,3 +144,65 @@ def test_plateau_refuses_a_metric_watched_the_wrong_way(monitor: str, mode: str)
     plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode=mode)
     with pytest.raises(ValueError, match=f"scheduler.monitor={monitor} with scheduler.scheduler.mode={mode}"):
         build_lr_scheduler(adam(), plateau, monitor=monitor)
+
+
+class FakeClock(TrainingClock):
+    """A TrainingClock whose elapsed time the test sets."""
+
+    def __init__(self, budget_s: float) -> None:
+        super().__init__(budget_s)
+        self.now = 0.0
+
+    def elapsed(self) -> float:
+        return self.now
+
+
+def test_budget_cosine_follows_the_fraction_of_the_training_time_spent() -> None:
+    clock = FakeClock(budget_s=100.0)
+    trainer = SimpleNamespace(callbacks=[clock], world_size=1)
+    factory = functools.partial(TimeBudgetCosine, warmup_fraction=0.1, min_lr_ratio=0.01)
+    config = build_lr_scheduler(adam(), factory, interval="step", trainer=trainer)
+    scheduler, optimizer = config["scheduler"], config["scheduler"].optimizer
+    rates = {}
+    for now in (0.0, 5.0, 10.0, 55.0, 100.0, 250.0):
+        clock.now = now
+        scheduler.step()
+        rates[now] = optimizer.param_groups[0]["lr"]
+    assert rates[0.0] == 0.0
+    assert rates[5.0] == pytest.approx(BASE_LR / 2)
+    assert rates[10.0] == pytest.approx(BASE_LR)
+    assert rates[55.0] == pytest.approx(BASE_LR * (0.01 + 0.99 * 0.5))  # half way down the cosine
+    assert rates[100.0] == pytest.approx(BASE_LR * 0.01)
+    assert rates[250.0] == rates[100.0]
+
+
+def test_budget_cosine_checkpoints_without_its_clock(tmp_path: Path) -> None:
+    scheduler = TimeBudgetCosine(adam(), FakeClock(budget_s=10.0))
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")
+    state = torch.load(tmp_path / "scheduler.pt", weights_only=True)  # as Lightning's checkpoints are loaded
+    assert "clock" not in state
+    assert state["base_lrs"] == [BASE_LR]
+
+
+def test_budget_cosine_needs_a_budget_and_one_process() -> None:
+    factory = functools.partial(TimeBudgetCosine)
+    for callbacks in ([], [TrainingClock()]):  # no clock, or a clock without a budget
+        with pytest.raises(ValueError, match="callbacks.training_clock.budget_s"):
+            build_lr_scheduler(adam(), factory, trainer=SimpleNamespace(callbacks=callbacks, world_size=1))
+    ddp = SimpleNamespace(callbacks=[TrainingClock(60.0)], world_size=2)
+    with pytest.raises(ValueError, match="single-process"):
+        build_lr_scheduler(adam(), factory, trainer=ddp)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_budget_run_stops_on_its_budget_with_the_rate_at_its_floor(tmp_path: Path) -> None:
+    trainer, probe = fit(
+        tmp_path,
+        "scheduler=budget_cosine",
+        "callbacks.training_clock.budget_s=0.5",
+        "trainer.max_epochs=1000",
+    )
+    assert trainer.current_epoch < 1000  # the budget, not max_epochs, ended the fit
+    assert probe.lrs[0] == 0.0
+    assert max(probe.lrs) > 0.5 * BASE_LR
+    assert probe.final == pytest.approx(BASE_LR * 0.01)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 
+from fer_lightning.checkpoint import CheckpointError
 from fer_lightning.errors import UserError
+from fer_lightning.models.table import count_macs
 from fer_lightning.training import build_run, run_training
 from tests.conftest import compose_train
 
@@ -43,6 +46,21 @@ def test_limited_run_writes_checkpoints_metrics_and_reports(fer_csv: Path, tmp_p
     assert "data:" in (run / "config_resolved.yaml").read_text()
 
 
+def test_report_tta_adds_view_accuracies_and_the_models_costs(fer_csv: Path, tmp_path: Path) -> None:
+    cfg = compose_train([f"data.path={fer_csv}", "debug=limit", "logger=csv", "+tta@report_tta.flip=flip"], tmp_path)
+    metrics = run_training(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert 0.0 <= saved["test_flip/acc"] <= 1.0
+    assert saved["test_flip/acc"] == pytest.approx(metrics["test_flip/acc"])
+    # the test report stays the single-view one the checkpoint is reported with
+    confmat = json.loads((Path(cfg.paths.output_dir) / "per_class_test.json").read_text())["confusion_matrix"]
+    assert sum(confmat[i][i] for i in range(len(confmat))) / sum(map(sum, confmat)) == pytest.approx(saved["test/acc"])
+    net = hydra.utils.instantiate(cfg.model)
+    assert saved["params"] == sum(p.numel() for p in net.parameters())
+    assert saved["macs"] == count_macs(net, 48, 1)
+    assert saved["train_images_per_s"] > 0
+
+
 def test_train_script_fast_dev_run_through_hydra(fer_csv: Path, tmp_path: Path) -> None:
     result = run_train_script(
         f"data.path={fer_csv}", "debug=fast_dev_run", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
@@ -66,3 +84,13 @@ def test_sync_batchnorm_on_the_cpu_names_ddp_cpu_before_any_work(tmp_path: Path)
     cfg = compose_train(["trainer=ddp", "trainer.accelerator=cpu", "data.path=/nowhere/fer2013.csv"], tmp_path)
     with pytest.raises(UserError, match="trainer=ddp_cpu"):  # raised before the (missing) data is read
         build_run(cfg)
+
+
+def test_resume_from_a_file_that_is_no_checkpoint_stops_before_fit(fer_csv: Path, tmp_path: Path) -> None:
+    """Lightning alone would fail on it with `IndexError: pop from empty list` (tests/test_checkpoint.py has the
+    other model's and the unsafe pickle's cases)."""
+    (tmp_path / "notes.ckpt").write_text("these are not weights")
+    overrides = [f"data.path={fer_csv}", "model=tiny_xception", "debug=fast_dev_run", "speed.autotune=false"]
+    cfg = compose_train([*overrides, f"ckpt_path={tmp_path / 'notes.ckpt'}"], tmp_path)
+    with pytest.raises(CheckpointError, match=r"notes\.ckpt: cannot be read as a PyTorch checkpoint"):
+        run_training(cfg)

@@ -51,15 +51,39 @@ class InterruptCheckpoint(L.Callback):
 
 
 class RNGStateCheckpoint(L.Callback):
-    """Store the python, numpy and torch (and CUDA) RNG states in checkpoints; restore them when a fit resumes."""
+    """Store the python, numpy and torch (and this rank's CUDA device) RNG states in checkpoints; restore them when a
+    fit resumes.
+
+    Under DDP every rank has streams of its own (its seed, its dropout, its device augmentation's draws): the
+    checkpoint holds each rank's states (`rng_states_per_rank`, gathered when every rank saves) and each rank
+    resumes its own. Only the current device's CUDA state is kept, so a checkpoint made with more GPUs than the
+    resuming process sees still loads (issue 18). Resumed with another number of processes, rank 0 takes rank 0's
+    states and the others keep their fresh seeding (said in the log): streams cannot be split or merged exactly.
+    """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["rng_states"] = collect_rng_states()
+        states = collect_rng_states()
+        checkpoint["rng_states"] = states
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            per_rank: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(per_rank, states)  # every rank saves (a barrier); rank 0 writes
+            checkpoint["rng_states"], checkpoint["rng_states_per_rank"] = per_rank[0], per_rank
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # validate/test of a checkpoint must not rewind the generators of the run that is testing it
-        if trainer.state.fn == TrainerFn.FITTING and "rng_states" in checkpoint:
-            set_rng_states(checkpoint["rng_states"])
+        if trainer.state.fn != TrainerFn.FITTING or "rng_states" not in checkpoint:
+            return
+        per_rank = checkpoint.get("rng_states_per_rank") or [checkpoint["rng_states"]]
+        if len(per_rank) == trainer.world_size:
+            set_rng_states(per_rank[trainer.global_rank])
+        elif trainer.global_rank == 0:
+            set_rng_states(per_rank[0])
+            log.warning(
+                "checkpoint saved by %d process(es), resumed by %d: rank 0 resumes rank 0's random streams, the "
+                "other ranks keep their own seeding",
+                len(per_rank),
+                trainer.world_size,
+            )
 
 
 def collect_rng_states() -> dict:
@@ -72,8 +96,8 @@ def collect_rng_states() -> dict:
         "cached_gaussian": float(cached_gaussian),
     }
     states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch.cuda"] = torch.cuda.get_rng_state()  # this rank's device only
     return states
 
 
@@ -86,5 +110,10 @@ def set_rng_states(states: dict) -> None:
         (numpy_state["kind"], keys, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
     )
     torch.set_rng_state(states["torch"])
-    if "torch.cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    cuda_state = states.get("torch.cuda")
+    if cuda_state is not None and torch.cuda.is_available():
+        if isinstance(cuda_state, list | tuple):  # checkpoints of before: every visible device's state
+            device = torch.cuda.current_device()
+            cuda_state = cuda_state[device] if device < len(cuda_state) else None
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state)

@@ -120,7 +120,9 @@ class FERDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.path, self.format, self.votes_path, self.label_mode = Path(path), format, votes_path, label_mode
-        self.class_names = tuple(class_names)
+        # the names the data is read with (folder formats map folders to them) and the order it is given in: they
+        # differ once order_classes_as relabels the data to a checkpoint's order
+        self.source_class_names = self.class_names = tuple(class_names)
         self.num_classes, self.in_chans, self.image_size = num_classes, in_chans, image_size
         self.crop_size, self.batch_size, self.eval_batch_size = crop_size, batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.cache_dir = num_workers, pin_memory, cache_dir
@@ -136,6 +138,7 @@ class FERDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.skipped_rows: list[str] = []  # every skipped bad row / file (data.on_bad_rows=skip)
         self.class_weights: torch.Tensor | None = None  # set in setup when balance == weighted_loss
+        self.label_map: np.ndarray | None = None  # order_classes_as: the data's class index -> the index it becomes
         self._prepared: SourceData | None = None
         self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # data.loader=device: split -> tensors
         # which split `trainer.test` evaluates: eval.py points it at "val" to report PublicTest the same way
@@ -162,7 +165,7 @@ class FERDataModule(L.LightningDataModule):
 
     def load(self) -> SourceData:
         return load_source(
-            self.format, self.path, class_names=list(self.class_names), in_chans=self.in_chans,
+            self.format, self.path, class_names=list(self.source_class_names), in_chans=self.in_chans,
             image_size=self.image_size, cache_dir=self.cache_dir, on_bad_rows=self.on_bad_rows,
             votes_path=self.votes_path, label_mode=self.label_mode,
         )  # fmt: skip
@@ -191,7 +194,7 @@ class FERDataModule(L.LightningDataModule):
             if not len(rows):
                 raise UserError(f"{self.path}: the {name} split is empty; check the data or data.split_fractions")
             images = resize_images(np.ascontiguousarray(data.images[rows]), self.image_size)
-            self.splits[name] = (images, np.ascontiguousarray(data.targets[rows]))
+            self.splits[name] = (images, relabel(np.ascontiguousarray(data.targets[rows]), self.label_map))
         self.fit_statistics()
         log.info("data %s (%s): %s", self.path, self.format, {k: len(v[1]) for k, v in self.splits.items()})
 
@@ -199,6 +202,20 @@ class FERDataModule(L.LightningDataModule):
         width = targets.shape[1] if targets.ndim == 2 else int(targets.max()) + 1
         if width > self.num_classes or (targets.ndim == 2 and width != self.num_classes):
             raise UserError(f"{self.path}: the data has {width} classes but data.num_classes={self.num_classes}")
+
+    def order_classes_as(self, class_names: Sequence[str]) -> None:
+        """Take another order of the same classes (a checkpoint's), matched by name case-insensitively: every label
+        (a soft target's column) follows its class name; before setup the labels are relabelled as they are split."""
+        position = {name.lower(): index for index, name in enumerate(class_names)}
+        if sorted(position) != sorted(name.lower() for name in self.class_names):
+            raise UserError(f"{self.path}: classes {list(self.class_names)} cannot be ordered as {list(class_names)}")
+        label_map = np.array([position[name.lower()] for name in self.class_names], dtype=np.int64)
+        self.splits = {split: (images, relabel(targets, label_map)) for split, (images, targets) in self.splits.items()}
+        if self.class_weights is not None:  # one weight per class: a column, moved like a soft target's
+            self.class_weights = torch.from_numpy(relabel(self.class_weights.numpy()[None], label_map)[0])
+        self._on_device.clear()
+        self.label_map = label_map if self.label_map is None else label_map[self.label_map]
+        self.class_names = tuple(class_names)
 
     def fit_statistics(self) -> None:
         """Normalisation statistics and class balance, from the training split only."""
@@ -315,6 +332,17 @@ def auto_loader(train_transform: Callable | None, device_transform: nn.Module | 
     two workers cannot feed it. A preset with albumentations only (no `device:` node) keeps the workers."""
     on_device = (device_transform is not None or train_transform is None) and eval_transform is None
     return "device" if on_device else "workers"
+
+
+def relabel(targets: np.ndarray, label_map: np.ndarray | None) -> np.ndarray:
+    """Class index i becomes label_map[i]: a hard label is looked up, a soft target's column i moves there."""
+    if label_map is None:
+        return targets
+    if targets.ndim == 1:
+        return label_map[targets]
+    moved = np.empty_like(targets)
+    moved[:, label_map] = targets
+    return moved
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

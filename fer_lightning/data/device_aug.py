@@ -78,14 +78,26 @@ class Erase:
 
 
 class Draw:
-    """Random numbers for one batch: from `generator` (reproducible) or the device's global generator."""
+    """Random numbers for one batch: from `generator` (reproducible) or the device's global generator.
 
-    def __init__(self, count: int, device: torch.device, generator: torch.Generator | None = None) -> None:
-        self.count, self.device, self.generator = count, device, generator
+    All of a batch's numbers come from one `torch.rand` of (count, per_sample), handed out column by column in the
+    order the steps ask: one kernel (and one graph node under torch.compile) per batch instead of one per step.
+    """
+
+    def __init__(
+        self, count: int, device: torch.device, generator: torch.Generator | None = None, per_sample: int = 0
+    ) -> None:
+        self.count, self.device, self.per_sample, self.used = count, device, per_sample, 0
+        source = generator.device if generator is not None else device
+        self.pool = torch.rand(count, per_sample, generator=generator, device=source).to(device)
 
     def rand(self, *shape: int) -> torch.Tensor:
-        source = self.generator.device if self.generator is not None else self.device
-        return torch.rand(self.count, *shape, generator=self.generator, device=source).to(self.device)
+        width = math.prod(shape)
+        if self.used + width > self.per_sample:
+            raise RuntimeError(f"the batch's draw holds {self.per_sample} numbers per sample, a step wants more")
+        numbers = self.pool[:, self.used : self.used + width]
+        self.used += width
+        return numbers.reshape(self.count, *shape)
 
     def uniform(self, bounds: Range, *shape: int) -> torch.Tensor:
         return bounds[0] + (bounds[1] - bounds[0]) * self.rand(*shape)
@@ -98,8 +110,9 @@ class Draw:
         return ((free + 1) * self.rand()).floor()
 
 
-def resized_crop_boxes(spec: ResizedCrop, draw: Draw, height: int, width: int) -> torch.Tensor:
-    """(B, 4) boxes x0, y0, w, h: albumentations' ten tries at a valid box, then its center fallback."""
+def resized_crop_boxes(spec: ResizedCrop, draw: Draw, height: int, width: int, size: torch.Tensor) -> torch.Tensor:
+    """(B, 4) boxes x0, y0, w, h: albumentations' ten tries at a valid box, then its center fallback; `size` is the
+    frame's (width, height), a float tensor on the batch's device (built once, not per batch)."""
     area = draw.uniform((spec.scale[0] * height * width, spec.scale[1] * height * width), 10)
     aspect = draw.uniform((math.log(spec.ratio[0]), math.log(spec.ratio[1])), 10).exp()
     w, h = (area * aspect).sqrt().round(), (area / aspect).sqrt().round()
@@ -115,11 +128,11 @@ def resized_crop_boxes(spec: ResizedCrop, draw: Draw, height: int, width: int) -
     x0 = torch.where(found, draw.position(width - w), (width - fall_w) // 2)
     y0 = torch.where(found, draw.position(height - h), (height - fall_h) // 2)
     boxes = torch.stack([x0, y0, w, h], 1)
-    whole = torch.tensor([0.0, 0.0, width, height], device=boxes.device)
+    whole = torch.cat([torch.zeros_like(size), size])  # the uncropped frame, from the cached size: no host copy
     return torch.where(draw.chance(spec.p)[:, None], boxes, whole)
 
 
-def inverse_affine(spec: Affine, draw: Draw, height: int, width: int) -> torch.Tensor:
+def inverse_affine(spec: Affine, draw: Draw, size: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) homogeneous map from the affine's output pixels to its input pixels; the identity where not drawn.
 
     albumentations' forward map is T(center + shift) R S T(-center), R = [[cos, sin], [-sin, cos]] (y down), about
@@ -127,7 +140,6 @@ def inverse_affine(spec: Affine, draw: Draw, height: int, width: int) -> torch.T
     """
     on = draw.chance(spec.p)
     angle = torch.deg2rad(draw.uniform(spec.rotate)) * on
-    size = torch.tensor([width, height], device=draw.device, dtype=torch.float32)
     shift = draw.uniform(spec.translate, 2).mul(size).trunc() * on[:, None]  # whole pixels, as albumentations
     scale = torch.where(on[:, None], draw.uniform(spec.scale, 2), 1.0)
     cos, sin = angle.cos(), angle.sin()
@@ -196,6 +208,23 @@ def as_spec(kind: type, value: Mapping | object | None) -> object | None:
     return value if value is not None and value.p > 0 else None
 
 
+# random numbers each step takes per sample, in Draw's order: the batch's one draw is this wide
+DRAWS = {
+    "offset": 2,
+    "flip": 1,
+    "affine": 1 + 1 + 2 + 2,
+    "resized_crop": 10 + 10 + 2 + 1,
+    "brightness_contrast": 3,
+    "erase": 5,
+}
+
+
+def draws_per_sample(augment: BatchAugment) -> int:
+    steps = ("affine", "resized_crop", "brightness_contrast", "erase")
+    used = DRAWS["offset"] + (DRAWS["flip"] if augment.flip_p > 0 and augment.resamples else 0)
+    return used + sum(DRAWS[step] for step in steps if getattr(augment, step) is not None)
+
+
 class BatchAugment(nn.Module):
     """uint8 (B, C, H, W) -> uint8 (B, C, s, s), s = `crop_size` or the input size; each sample its own draw.
 
@@ -222,6 +251,8 @@ class BatchAugment(nn.Module):
         self.erase = as_spec(Erase, erase)
         # decided once, not per batch: a data-dependent branch would make the GPU wait for the host
         self.resamples = flip_p > 0 or self.affine is not None or self.resized_crop is not None
+        self.draws_per_sample = draws_per_sample(self)
+        self._frames: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
         steps = ("resized_crop", "affine", "brightness_contrast", "erase")
@@ -233,7 +264,7 @@ class BatchAugment(nn.Module):
         height, width = images.shape[-2:]
         if self.crop_size is not None and self.crop_size > min(height, width):
             raise UserError(f"crop size {self.crop_size} is larger than the images ({height}x{width})")
-        draw = Draw(images.shape[0], images.device, generator)
+        draw = Draw(images.shape[0], images.device, generator, self.draws_per_sample)
         out_h, out_w = (self.crop_size, self.crop_size) if self.crop_size is not None else (height, width)
         # the random crop's (x, y) offset: the whole chain below works in the frame before the crop
         offset = torch.stack([draw.position(width - out_w), draw.position(height - out_h)], 1)
@@ -250,23 +281,34 @@ class BatchAugment(nn.Module):
     def geometry(self, images: torch.Tensor, draw: Draw, offset: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
         """Crop offset, flip, affine and resized crop composed backwards into one sampling grid, one resample."""
         count, _, height, width = images.shape
-        size = torch.tensor([width, height], device=images.device, dtype=torch.float32)
+        size, grid_points = self.frame_constants(height, width, out_h, out_w, images.device)
         to_source = translation(offset)  # output pixel -> pixel before the random crop
         if self.flip_p > 0:
             to_source = mirror(draw.chance(self.flip_p), width) @ to_source
         if self.affine is not None:
-            to_source = inverse_affine(self.affine, draw, height, width) @ to_source
-        coords = pixel_grid(out_h, out_w, images.device) @ to_source[:, :2].transpose(1, 2)  # (B, h * w, 2)
+            to_source = inverse_affine(self.affine, draw, size) @ to_source
+        coords = grid_points @ to_source[:, :2].transpose(1, 2)  # (B, h * w, 2)
         if self.affine is not None:
             coords = coords.clamp(min=torch.zeros_like(size), max=size - 1)  # BORDER_REPLICATE of the affine's input
         if self.resized_crop is not None:
-            boxes = resized_crop_boxes(self.resized_crop, draw, height, width)
+            boxes = resized_crop_boxes(self.resized_crop, draw, height, width, size)
             a, b, lo, hi = resized_crop_to_grid(boxes, size)
             grid = torch.addcmul(b, coords, a).clamp_(min=lo, max=hi)  # cv2.resize replicates the crop's edge
         else:
             grid = coords.mul_(2 / size).add_(1 / size - 1)
         grid = grid.view(count, out_h, out_w, 2)
         return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def frame_constants(
+        self, height: int, width: int, out_h: int, out_w: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame's (width, height) and the output's pixel grid, made once per shape and device: a tensor built
+        from Python numbers per batch is a blocking host-to-device copy on a GPU (issue 18)."""
+        key = (height, width, out_h, out_w, str(device))
+        if key not in self._frames:
+            size = torch.tensor([width, height], dtype=torch.float32).to(device)
+            self._frames[key] = size, pixel_grid(out_h, out_w, device)
+        return self._frames[key]
 
     def adjust(self, images: torch.Tensor, draw: Draw) -> torch.Tensor:
         spec, on = self.brightness_contrast, draw.chance(self.brightness_contrast.p)

@@ -52,8 +52,14 @@ class MixupCutmix(nn.Module):
         if targets.is_floating_point():
             if targets.shape != (batch, self.num_classes):
                 raise ValueError(f"soft targets must be ({batch}, {self.num_classes}), got {tuple(targets.shape)}")
-        elif targets.shape != (batch,) or targets.min() < 0 or targets.max() >= self.num_classes:
-            raise ValueError(f"targets must be {batch} class indices in 0..{self.num_classes - 1}, got {targets}")
+        elif targets.shape != (batch,):
+            raise ValueError(f"targets must be {batch} class indices, got shape {tuple(targets.shape)}")
+        elif targets.device.type == "cpu":
+            if targets.min() < 0 or targets.max() >= self.num_classes:
+                raise ValueError(f"targets must be class indices in 0..{self.num_classes - 1}, got {targets}")
+        else:  # on a GPU, reading min/max back would stall the host every step (issue 18): the device asserts
+            in_range = ((targets >= 0) & (targets < self.num_classes)).all()
+            torch._assert_async(in_range, f"Mixup/CutMix targets must be class indices in 0..{self.num_classes - 1}")
 
     def probabilities(self, targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return targets.to(dtype) if targets.is_floating_point() else F.one_hot(targets, self.num_classes).to(dtype)

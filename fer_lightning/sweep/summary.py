@@ -20,6 +20,9 @@ from omegaconf import OmegaConf
 
 JOB_FILE, ERROR_FILE, METRICS_FILE = "job.json", "error.txt", "metrics.json"
 METRIC_COLUMNS = ("val/acc", "test/acc", "test/f1_macro", "epochs", "wall_time_s")
+# shown when some job has them: the model's size and speed (training.model_costs / training_rate) and PrivateTest
+# under `report_tta`'s views (`test_flip/acc`, ...), for leaderboards (experiment=leaderboard)
+COST_COLUMNS = ("params", "macs", "train_images_per_s")
 COLUMNS = ("rank", "job", "status", "overrides", *METRIC_COLUMNS, "error", "resume", "dir")
 AGGREGATED = ("val/acc", "test/acc", "test/f1_macro")
 CONFIG_COLUMNS = (
@@ -60,12 +63,29 @@ def collect_rows(sweep_dir: Path) -> list[dict]:
             record["overrides"] = list(OmegaConf.load(files[".hydra/overrides.yaml"]))
         row = {"job": record.get("job", job_dir.name), "overrides": job_identity(record.get("overrides", []))}
         row |= {key: metrics.get(key) for key in METRIC_COLUMNS}
+        row |= {key: value for key, value in metrics.items() if key in COST_COLUMNS or is_view_accuracy(key)}
         row["error"] = record.get("error") or ("" if metrics else "no result: killed, or still running")
         row["status"] = "failed" if row["error"] else "ok"
         row["resume"] = record.get("resume", "")
         row["dir"] = job_dir.name
         rows.append(row)
     return rows
+
+
+def is_view_accuracy(key: str) -> bool:
+    """`test_flip/acc`: PrivateTest accuracy under one of report_tta's views."""
+    return key.startswith("test_") and key.endswith("/acc")
+
+
+def row_columns(rows: list[dict]) -> tuple[str, ...]:
+    """COLUMNS with the optional ones some row has, the views' accuracies after test/acc, costs after the metrics."""
+    present = {key for row in rows for key in row}
+    views = tuple(sorted(key for key in present if is_view_accuracy(key)))
+    costs = tuple(key for key in COST_COLUMNS if key in present)
+    at = COLUMNS.index("test/acc") + 1
+    columns = (*COLUMNS[:at], *views, *COLUMNS[at:])
+    at = columns.index("wall_time_s") + 1
+    return (*columns[:at], *costs, *columns[at:])
 
 
 def usable(value: Any) -> bool:
@@ -117,7 +137,8 @@ def group_by_config(rows: list[dict]) -> list[dict]:
 def write_summary(sweep_dir: Path, rows: list[dict]) -> None:
     """summary.csv with every override of every job; summary.md with those that vary, the shared ones above;
     summary_by_config.csv (and its table in summary.md) when the sweep varies the seed."""
-    write_csv(sweep_dir / "summary.csv", COLUMNS, [row | {"overrides": " ".join(row["overrides"])} for row in rows])
+    columns = row_columns(rows)
+    write_csv(sweep_dir / "summary.csv", columns, [row | {"overrides": " ".join(row["overrides"])} for row in rows])
     by_config = sweep_dir / "summary_by_config.csv"
     if seeds_vary(rows):
         configs = group_by_config(rows)
@@ -140,6 +161,12 @@ def format_cell(key: str, value: Any) -> str:
         return ""
     if key == "wall_time_s":
         return f"{value / 60:.1f} min" if value >= 60 else f"{value:.1f} s"
+    if key == "params":
+        return f"{value:,.0f}"
+    if key == "macs":
+        return f"{value / 1e6:,.1f}M"
+    if key == "train_images_per_s":
+        return f"{value:.0f}"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value).replace("|", "\\|")
@@ -170,9 +197,10 @@ def summary_markdown(sweep_dir: Path, rows: list[dict]) -> str:
     ]
     if seeds_vary(rows):
         lines += config_markdown(group_by_config(rows), shared) + ["", "## Runs", ""]
-    columns = [c for c in COLUMNS if c != "dir" and (c != "resume" or skipped or resumed)]
+    columns = [c for c in row_columns(rows) if c != "dir" and (c != "resume" or skipped or resumed)]
     cells = [row | {"overrides": " ".join(o for o in row["overrides"] if o not in shared)} for row in rows]
-    lines += markdown_table(columns, cells, {*METRIC_COLUMNS, "rank", "job"})
+    numeric = {c for c in columns if c not in ("status", "overrides", "error", "resume")}
+    lines += markdown_table(columns, cells, numeric)
     return "\n".join(lines) + "\n"
 
 

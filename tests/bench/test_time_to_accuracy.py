@@ -23,8 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # the smallest real run: 3 training batches an epoch at most, 2 of 64 of PublicTest and of PrivateTest, no workers,
 # no sanity-check validation
 TINY = [
-    "data=synthetic", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
-    "+trainer.limit_test_batches=2", "data.num_workers=0", "data.eval_batch_size=64", "+trainer.num_sanity_val_steps=0",
+    "data=synthetic", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "data.num_workers=0", "data.eval_batch_size=64", "trainer.num_sanity_val_steps=0",
 ]  # fmt: skip
 
 

@@ -7,13 +7,15 @@ import random
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
-from fer_lightning.callbacks.resume import collect_rng_states, set_rng_states
+from fer_lightning.callbacks.resume import RNGStateCheckpoint, collect_rng_states, set_rng_states
 from fer_lightning.checkpoint import read_checkpoint
 from fer_lightning.training import run_training
 from tests.conftest import compose_train, write_fer_csv
@@ -152,3 +154,46 @@ def test_rng_states_round_trip() -> None:
     assert torch.equal(expected[0], again[0])
     assert (expected[1] == again[1]).all()
     assert expected[2] == again[2]
+
+
+def save_from_rank(rank: int, world_size: int, init_file: str, out: str) -> None:
+    """One gloo process: seed its own streams, save a checkpoint's RNG states as every rank does, and write down
+    the numbers its streams give next."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(100 + rank)
+        checkpoint: dict = {}
+        RNGStateCheckpoint().on_save_checkpoint(None, None, checkpoint)
+        if rank == 0:
+            torch.save(checkpoint, Path(out) / "checkpoint.pt")
+        torch.save(torch.rand(3), Path(out) / f"next_{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def resuming(rank: int, world_size: int) -> SimpleNamespace:
+    return SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING), global_rank=rank, world_size=world_size)
+
+
+def test_every_ddp_rank_resumes_its_own_random_streams(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(save_from_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert len(checkpoint["rng_states_per_rank"]) == 2
+    for rank in (0, 1):
+        torch.manual_seed(0)  # a fresh process's own seeding, replaced by the resume
+        RNGStateCheckpoint().on_load_checkpoint(resuming(rank, 2), None, checkpoint)
+        assert torch.equal(torch.rand(3), torch.load(tmp_path / f"next_{rank}.pt"))
+
+
+def test_a_resume_with_another_process_count_keeps_the_other_ranks_own_seeding(tmp_path: Path) -> None:
+    torch.manual_seed(100)
+    checkpoint: dict = {}
+    RNGStateCheckpoint().on_save_checkpoint(None, None, checkpoint)  # one process
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    own = torch.rand(3)
+    torch.manual_seed(7)
+    RNGStateCheckpoint().on_load_checkpoint(resuming(1, 2), None, checkpoint)
+    assert torch.equal(torch.rand(3), own)  # rank 1 of 2 is not given rank 0's streams
+    RNGStateCheckpoint().on_load_checkpoint(resuming(0, 2), None, checkpoint)
+    assert torch.equal(torch.rand(3), expected)

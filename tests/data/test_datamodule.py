@@ -16,10 +16,11 @@ import yaml
 from hydra.errors import InstantiationException
 from torch.utils.data import WeightedRandomSampler
 
-from fer_lightning.data.datamodule import FERDataModule
+from fer_lightning.data.datamodule import FERDataModule, relabel
 from fer_lightning.data.formats.fer2013 import DataFormatError
+from fer_lightning.errors import UserError
 from tests.conftest import compose_train, write_fer_csv
-from tests.data.conftest import write_images, write_kaggle_folders, write_votes_csv
+from tests.data.conftest import FER_FOLDER_NAMES, write_images, write_kaggle_folders, write_votes_csv
 from tests.data.formats.test_ferplus import VOTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,3 +241,26 @@ def test_training_drops_the_short_last_batch_and_evaluation_sees_every_image(tmp
 def test_a_train_split_smaller_than_one_batch_keeps_its_batch(fer_csv: Path, tmp_path: Path) -> None:
     dm = datamodule(tmp_path, [f"data.path={fer_csv}", "data.loader=device", "data.batch_size=64"])
     assert [len(targets) for _, targets in dm.dataloader("train")] == [42]
+
+
+def test_order_classes_as_relabels_by_name_before_or_after_setup(fer_csv: Path, tmp_path: Path) -> None:
+    reordered = [*FER_FOLDER_NAMES[1:], FER_FOLDER_NAMES[0].upper()]  # angry last, matched case-insensitively
+    after = datamodule(tmp_path, [f"data.path={fer_csv}", "data.balance=weighted_loss"])
+    labels, weights = after.splits["test"][1].copy(), after.class_weights.clone()
+    after.order_classes_as(reordered)
+    assert after.class_names == tuple(reordered)
+    assert after.splits["test"][1].tolist() == ((labels - 1) % 7).tolist()  # angry (0) -> 6, disgust (1) -> 0, ...
+    assert after.class_weights.tolist() == [*weights[1:].tolist(), weights[0].item()]
+    before = hydra.utils.instantiate(compose_train([f"data.path={fer_csv}"], tmp_path).data)
+    before.order_classes_as(reordered)
+    before.setup("test")
+    assert before.splits["test"][1].tolist() == after.splits["test"][1].tolist()
+    with pytest.raises(UserError, match=r"cannot be ordered as \['a', 'b'"):
+        before.order_classes_as(["a", "b", "c", "d", "e", "f", "g"])
+
+
+def test_relabel_moves_a_soft_targets_columns_with_their_classes() -> None:
+    soft = np.array([[0.5, 0.3, 0.2], [0.0, 0.0, 1.0]], dtype=np.float32)
+    moved = relabel(soft, np.array([2, 0, 1]))
+    np.testing.assert_array_equal(moved, np.array([[0.3, 0.2, 0.5], [0.0, 1.0, 0.0]], dtype=np.float32))
+    assert relabel(np.array([0, 1, 2]), np.array([2, 0, 1])).tolist() == [2, 0, 1]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fer_lightning.data.datamodule import FERDataModule
-from fer_lightning.data.device_aug import BatchAugment
+from fer_lightning.data.device_aug import BatchAugment, Draw
 from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation
 from fer_lightning.data.formats.synthetic import render_images
 from fer_lightning.data.views import center_crop
@@ -262,3 +262,40 @@ def test_batches_are_augmented_on_the_gpu(tmp_path: Path) -> None:
     assert torch.equal(out, augment(images, torch.Generator(device="cuda").manual_seed(0)))
     on_cpu_generator = augment(images, torch.Generator().manual_seed(0))  # a CPU generator drives a GPU batch too
     assert on_cpu_generator.device.type == "cuda"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_batch_takes_one_random_draw_and_builds_no_tensor_from_host_numbers(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU each torch.tensor([...]) is a blocking host-to-device copy, and each torch.rand a kernel launch and,
+    under torch.compile, a graph break (issue 18): after its first batch the augmentation makes neither per batch
+    beyond its one draw, and that draw is exactly as wide as its steps use."""
+    _, augment, _ = preset(name, tmp_path)
+    if augment is None:
+        pytest.skip("aug=none has no device augmentation")
+    images = batch(FACES[:1], 8)
+    augment(images)  # the first batch builds the per-shape constants
+    calls = {"tensor": 0, "rand": 0}
+    real_tensor, real_rand = torch.tensor, torch.rand
+
+    def counted(kind, real):
+        def call(*args, **kwargs):
+            calls[kind] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "tensor", counted("tensor", real_tensor))
+    monkeypatch.setattr(torch, "rand", counted("rand", real_rand))
+    used: list[Draw] = []
+    real_init = Draw.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        used.append(self)
+
+    monkeypatch.setattr(Draw, "__init__", recording_init)
+    augment(images)
+    assert calls == {"tensor": 0, "rand": 1}
+    assert used[0].used == used[0].per_sample == augment.draws_per_sample

@@ -107,3 +107,17 @@ def test_training_step_mixes_and_weights_the_loss() -> None:
 
 def test_hard_targets_of_soft_targets() -> None:
     assert hard_targets(torch.tensor([[0.1, 0.9], [0.8, 0.2]])).tolist() == [1, 0]
+
+
+@pytest.mark.gpu
+def test_mixing_a_gpu_batch_never_waits_for_the_device() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    images, targets = torch.rand(8, 1, 48, 48, device="cuda"), torch.randint(0, 7, (8,), device="cuda")
+    mix = MixupCutmix(num_classes=7, mixup_alpha=0.2, cutmix_alpha=1.0)
+    torch.cuda.set_sync_debug_mode("error")  # a host sync raises
+    try:
+        for _ in range(8):
+            mix(images, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

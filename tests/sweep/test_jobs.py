@@ -48,7 +48,7 @@ def test_joblib_multirun_survives_a_failed_job_and_writes_the_summary(tmp_path: 
     assert 0.0 <= float(rows[0]["test/acc"]) <= 1.0
     assert rows[0]["epochs"] == "2"
     assert float(rows[0]["wall_time_s"]) > 0
-    assert rows[1]["error"] == "ValueError: Invalid learning rate: -1"
+    assert rows[1]["error"] == "fer_lightning.config_schema.ConfigValueError: optimizer.lr=-1: expected a number > 0"
     assert "Traceback" in (sweep_dir / "1" / "error.txt").read_text()
     assert "| optimizer.lr=0.001 |" in (sweep_dir / "summary.md").read_text()
 

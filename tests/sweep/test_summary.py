@@ -134,3 +134,24 @@ def test_skipped_and_resumed_jobs_are_rows_with_their_metrics(tmp_path: Path) ->
     markdown = (tmp_path / "summary.md").read_text()
     assert "3 jobs: 3 ok, 0 failed (1 skipped as finished earlier, 1 resumed from a checkpoint)" in markdown
     assert "| 2 | 0 | ok | lr=1 | 0.5000 | 0.4000 | 0.1000 | 2 | 1.0 s |  | skipped |" in markdown
+
+
+def test_a_leaderboard_has_view_accuracy_and_cost_columns_where_jobs_report_them(tmp_path: Path) -> None:
+    costs = {"params": 56951.0, "macs": 5.5e6, "train_images_per_s": 812.4, "test_flip/acc": 0.61}
+    fake_job(tmp_path, "0", ["model=a"], metrics(0.60, 0.58) | costs)
+    fake_job(tmp_path, "1", ["model=b"], metrics(0.50, 0.49))  # an older job without them: empty cells
+
+    write_summary(tmp_path, sort_rows(collect_rows(tmp_path)))
+
+    rows = read_summary(tmp_path)
+    assert list(rows[0]).index("test_flip/acc") == list(rows[0]).index("test/acc") + 1
+    assert (rows[0]["test_flip/acc"], rows[0]["params"], rows[1]["params"]) == ("0.61", "56951.0", "")
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| val/acc | test/acc | test_flip/acc | test/f1_macro | epochs | wall_time_s | params | macs |" in markdown
+    assert "| 0.6000 | 0.5800 | 0.6100 | 0.1000 | 2 | 1.0 s | 56,951 | 5.5M | 812 |" in markdown
+
+
+def test_a_plain_sweep_has_no_leaderboard_columns(tmp_path: Path) -> None:
+    fake_job(tmp_path, "0", ["lr=1"], metrics(0.60, 0.58))
+    write_summary(tmp_path, sort_rows(collect_rows(tmp_path)))
+    assert not {"params", "macs", "train_images_per_s", "test_flip/acc"} & set(read_summary(tmp_path)[0])
