@@ -103,7 +103,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         finally:
             finish_loggers(trainer)  # also after an error: the next job of a sweep must not reuse this W&B run
     metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started}
-    metrics |= model_costs(module.net, datamodule) | training_rate(trainer)
+    metrics |= model_costs(module.net, datamodule)
     if trainer.is_global_zero:
         module.test_report = test_report
         report_test(module, datamodule, output_dir, metrics, best)
@@ -118,11 +118,12 @@ def fit_validate_test(
         check_resume_checkpoint(ckpt_path, module)  # a one-line error naming the file, not Lightning's traceback
         log.info("fit resumes from %s", ckpt_path)  # on every rank (Lightning says so on rank 0 only)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    rate = training_rate(trainer)  # now: validate/test with ckpt_path rewind the callbacks' state to that checkpoint
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     log.info("best checkpoint (by val/acc): %s", best)
     metrics = scalar_metrics(trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False))
     metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule, ckpt_path=best))
-    return metrics, best
+    return metrics | rate, best
 
 
 def test_other_views(trainer: L.Trainer, module, datamodule, views: DictConfig | dict, best: str | None) -> dict:

@@ -94,3 +94,13 @@ def test_resume_from_a_file_that_is_no_checkpoint_stops_before_fit(fer_csv: Path
     cfg = compose_train([*overrides, f"ckpt_path={tmp_path / 'notes.ckpt'}"], tmp_path)
     with pytest.raises(CheckpointError, match=r"notes\.ckpt: cannot be read as a PyTorch checkpoint"):
         run_training(cfg)
+
+
+def test_the_training_rate_covers_the_whole_fit_not_the_selected_checkpoint(fer_csv: Path, tmp_path: Path) -> None:
+    # the first epoch's checkpoint is selected (least training time): testing it restores its callbacks' state
+    selects_first = ["callbacks.model_checkpoint.monitor=time/train_s", "callbacks.model_checkpoint.mode=min"]
+    cfg = compose_train([f"data.path={fer_csv}", "debug=limit", "data.batch_size=4", *selects_first], tmp_path)
+    metrics = run_training(cfg)
+    assert "epoch_000" in metrics["best_checkpoint"]
+    images = metrics["train_images_per_s"] * metrics["train_s"]
+    assert images == pytest.approx(2 * 5 * 4)  # 2 epochs of 5 batches of 4
