@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first, by exact version, so nothing can make pip pick another (CUDA-sized) build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow bench race lint format clean
+.PHONY: install train test test-slow bench gpu-check race lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test-slow: install
 BENCH_ARGS ?= --models mini_xception aug=heavy
 bench: install
 	$(PY) -m fer_lightning.bench $(BENCH_ARGS) --out experiments/bench
+
+# The GPU path on one CUDA machine (scripts/gpu_check.sh, <= 8 min with the install): GPU tests, host-sync audit,
+# bench for mini_xception and resnet18, a short real-data ResNet-18 run with GPU utilisation; one summary table.
+# Without CUDA it says so and exits 0. DATA=<fer2013.csv.gz> EPOCHS=3
+gpu-check: install
+	PY=$(PY) bash scripts/gpu_check.sh
 
 # Time to PublicTest accuracy on real FER2013: the fast CPU recipe vs the plain loop, one budget each, one run
 # (fer_lightning/bench/time_to_accuracy.py); writes results.json / .md and time_to_accuracy.png under RACE_OUT

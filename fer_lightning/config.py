@@ -34,6 +34,9 @@ if not OmegaConf.has_resolver("fer.cwd"):
     OmegaConf.register_new_resolver("fer.cwd", os.getcwd)
 if not OmegaConf.has_resolver("image_folder"):
     OmegaConf.register_new_resolver("image_folder", _image_folder_info, use_cache=True)
+# `${fer.not:${trainer.deterministic}}`: trainer=gpu's cuDNN autotuning, off where a run asks for determinism
+if not OmegaConf.has_resolver("fer.not"):
+    OmegaConf.register_new_resolver("fer.not", lambda value: not value)
 
 
 def compose(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fer_lightning.data.mixup import MixupCutmix
@@ -65,11 +65,21 @@ class FERLitModule(L.LightningModule):
         # datamodule in `setup` (not persistent: a resumed run takes them from its data again)
         self.batch_mix = MixupCutmix(num_classes, mixup_alpha, cutmix_alpha) if mixup_alpha or cutmix_alpha else None
         self.register_buffer("class_weights", None, persistent=False)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # validate_args=False: torchmetrics' target check (torch.unique) waits for the GPU every training step; labels
+        # are checked when the data is read, and a bad index still fails in the loss
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_metrics = eval_metrics(num_classes).clone(prefix="val/")
         self.test_metrics = eval_metrics(num_classes).clone(prefix="test/")
+        # eval losses as image-weighted means that DDP syncs as sums: under DDP the eval shards differ by up to one
+        # image, where a mean of the ranks' means (self.log's sync_dist) would not be the split's mean; no NaN
+        # check, which would wait for the GPU every batch
+        self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(2))
         self.val_acc_best = MaxMetric()
         self.test_report: dict = {}
+        # what a resume needs beside the weights: torchmetrics states are not in the state_dict, and a mid-epoch
+        # resume skips on_train_epoch_start (where the epoch's learning rate is logged)
+        self.epoch_start_lr: float | None = None
+        self.resumed_state: dict = {}
 
     # ----- preprocessing ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -100,7 +110,17 @@ class FERLitModule(L.LightningModule):
         return self.net(self.normalize(images)).float()
 
     def on_train_epoch_start(self) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.epoch_start_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("train/lr", self.epoch_start_lr, on_step=False, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.val_acc_best.update_count:  # this rank's state: the same on every rank (val/acc is synced)
+            checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+        if self.epoch_start_lr is not None:
+            checkpoint["epoch_start_lr"] = self.epoch_start_lr
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_state = {k: checkpoint[k] for k in ("val_acc_best", "epoch_start_lr") if k in checkpoint}
 
     # ----- steps -------------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -125,7 +145,10 @@ class FERLitModule(L.LightningModule):
         logits = self(images)
         loss = soft_cross_entropy(logits, targets)  # FER+ probability labels are soft at eval too
         metrics.update(logits, hard_targets(targets))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        mean_loss = getattr(self, f"{stage}_loss")
+        # the batch's mean once per image: with nan_strategy="disable" torchmetrics 1.9 drops `weight=`
+        mean_loss.update(loss.expand(len(targets)))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
@@ -151,6 +174,12 @@ class FERLitModule(L.LightningModule):
     def on_train_start(self) -> None:
         # after the sanity check (on_fit_start runs before it), whose partial validation must not count as the best
         self.val_acc_best.reset()
+        resumed, self.resumed_state = self.resumed_state, {}
+        if "val_acc_best" in resumed:  # a resumed fit goes on with the best of the epochs before it
+            self.val_acc_best.update(torch.tensor(resumed["val_acc_best"], device=self.device))
+        if self.trainer.fit_loop.restarted_mid_epoch and "epoch_start_lr" in resumed:
+            self.epoch_start_lr = resumed["epoch_start_lr"]
+            self.log("train/lr", self.epoch_start_lr, on_step=False, on_epoch=True)
 
     # ----- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

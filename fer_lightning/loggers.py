@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.checkpoint import checkpoint_global_step
@@ -52,6 +54,23 @@ def hydra_job_names() -> tuple[str | None, str | None]:
     return Path(hydra_cfg.sweep.dir).name, f"{hydra_cfg.job.num}:{overrides}"[:128]
 
 
+# the W&B run id, in the run directory: a run resumed from one of its checkpoints continues that W&B run
+WANDB_RUN_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(resume_from: str | None) -> tuple[str, str | None]:
+    """(run id, wandb's `resume`): the id the checkpoint's run recorded when resuming, else a new one.
+
+    Checkpoints live in `<run dir>/checkpoints/`, so the id is looked up two levels above the checkpoint: this
+    works whether the resumed run writes into the same run directory or into a new one.
+    """
+    if resume_from and Path(resume_from).is_file():
+        recorded = Path(resume_from).resolve().parent.parent / WANDB_RUN_ID_FILE
+        if recorded.is_file() and (run_id := recorded.read_text().strip()):
+            return run_id, "allow"
+    return secrets.token_hex(4), None
+
+
 def wandb_logger(
     save_dir: str,
     project: str,
@@ -62,10 +81,18 @@ def wandb_logger(
     job_type: str | None = None,
     log_model: bool | str = True,
     mode: str | None = None,
+    resume_from: str | None = None,
 ) -> WandbLogger:
-    """Lightning's WandbLogger with the offline fallback, and group/name taken from Hydra when not given."""
+    """Lightning's WandbLogger with the offline fallback, and group/name taken from Hydra when not given.
+
+    `resume_from` (the run's `ckpt_path`): a run resumed from a checkpoint logs into the W&B run that wrote it,
+    so one run's curves stay one run in W&B (offline runs with the same id merge on `wandb sync`).
+    """
     default_group, default_name = hydra_job_names()
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run_id, resume = wandb_run_id(resume_from)
+    if rank_zero_only.rank == 0:  # only rank 0 starts a W&B run; other ranks' ids are never used
+        (Path(save_dir) / WANDB_RUN_ID_FILE).write_text(run_id + "\n")
     if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
         # set but empty (common in CI files and shells): wandb's settings refuse "", so it counts as unset
         del os.environ["WANDB_MODE"]
@@ -81,6 +108,8 @@ def wandb_logger(
         job_type=job_type,
         log_model=log_model,
         mode=wandb_mode(mode),
+        id=run_id,
+        resume=resume,
     )
 
 

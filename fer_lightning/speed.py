@@ -83,11 +83,31 @@ def trainer_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-def odd_batch_crash_risk(device: torch.device, batch_size: int) -> bool:
-    """True where a channels_last training step can corrupt the heap: on the CPU, oneDNN 3.x's AVX-512 1x1 stride-2
-    backward-weights kernel does so for an odd minibatch with fewer than 16 input channels (mini_Xception's first
-    shortcut), from 2 threads on; even batches never did (experiments/repro/channels_last_crash.py)."""
-    return device.type == "cpu" and batch_size % 2 == 1
+def set_matmul_precision(device: torch.device, precision: str | None) -> bool:
+    """`speed.matmul_precision` ('high': float32 matmuls on TF32 tensor cores) on CUDA; True when it was set. Not on
+    the CPU: there torch's setting also lets oneDNN compute float32 matmuls in bf16 ('medium'), a numerics change the
+    autotune does not time. null leaves torch's default ('highest', plain fp32)."""
+    if device.type != "cuda" or not precision:
+        return False
+    torch.set_float32_matmul_precision(precision)
+    return True
+
+
+def channels_last_crash_risk(net: nn.Module | None, device: torch.device, batch_size: int) -> bool:
+    """True where a channels_last training step can corrupt the heap: on the CPU, oneDNN 3.x's kernels for a 1x1
+    stride>1 convolution with few input channels (mini_Xception's shortcuts) do so. Measured with torch 2.13.0+cpu
+    (experiments/repro/channels_last_crash.py): on AVX-512 the backward-weights kernel for an odd minibatch with
+    < 16 input channels, from 2 threads on; on an AVX2-only CPU the backward-data kernel (`brgconv_strided:avx2`)
+    for < 8 input channels at any batch and thread count (1-7 crash, 8-20 pass). `net=None` (the model not known
+    yet) counts as mini_Xception's 8-channel shortcut: every odd batch is a risk."""
+    if device.type != "cpu":
+        return False
+    narrow = [8] if net is None else [
+        m.in_channels
+        for m in net.modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 16
+    ]  # fmt: skip
+    return any(channels < 8 or batch_size % 2 == 1 for channels in narrow)
 
 
 # ----- timing ----------------------------------------------------------------------------------------------
@@ -162,18 +182,19 @@ def candidate_settings(
     try_compile: bool,
     device: torch.device,
     batch_size: int = 64,
+    net: nn.Module | None = None,
 ) -> list[SpeedSetting]:
     """Every combination of the settings left at auto; bf16 only where it is native (emulated bf16 is slower than
-    fp32, not worth a trial), channels_last only where it cannot crash (`odd_batch_crash_risk`: never for an odd
-    batch on the CPU, where a short timing could pass and the run die later). The first candidate is the one a run
-    without the autotune would take."""
+    fp32, not worth a trial), channels_last only where it cannot crash (`channels_last_crash_risk`: never for a
+    model (`net`) and batch that hit oneDNN's CPU crash, where a short timing could pass and the run die later).
+    The first candidate is the one a run without the autotune would take."""
     if precision == "auto":
         precisions = [FP32, BF16] if native_bf16(device) else [FP32]
         precisions.sort(key=lambda p: p != resolve_precision("auto", device))
     else:
         precisions = [precision]
     layouts = [device.type == "cuda", device.type != "cuda"] if channels_last == "auto" else [bool(channels_last)]
-    if channels_last == "auto" and odd_batch_crash_risk(device, batch_size):
+    if channels_last == "auto" and channels_last_crash_risk(net, device, batch_size):
         layouts = [False]
     compiles = [False, True] if try_compile else [False]
     return [SpeedSetting(p, c, k) for p in precisions for c in layouts for k in compiles]
@@ -258,10 +279,11 @@ def settle_speed_settings(cfg, net: nn.Module, clock: Clock = time.perf_counter)
     `ChannelsLast`. Returns the autotune's measurement (None when nothing was timed)."""
     speed = cfg.get("speed") or {}
     device = trainer_device(cfg.trainer.get("accelerator", "auto"))
+    set_matmul_precision(device, speed.get("matmul_precision"))  # before the timing, so that it times the same math
     layout_node = (cfg.get("callbacks") or {}).get("channels_last")
     channels_last = layout_node.enabled if layout_node is not None else False
     candidates = candidate_settings(
-        cfg.trainer.precision, channels_last, speed.get("try_compile", False), device, cfg.data.batch_size
+        cfg.trainer.precision, channels_last, speed.get("try_compile", False), device, cfg.data.batch_size, net
     )
     result = None
     if speed.get("autotune", False) and len(candidates) > 1 and single_device(cfg.trainer):

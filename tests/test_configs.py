@@ -153,3 +153,17 @@ def test_trainer_arguments_are_overridden_without_plus(tmp_path: Path) -> None:
     assert cfg.trainer.fast_dev_run is True
     assert cfg.trainer.accumulate_grad_batches == 2
     assert cfg.trainer.gradient_clip_val == 1.0
+
+
+@pytest.mark.parametrize(("option", "workers"), [("gpu", 8), ("ddp", 4)])
+def test_gpu_trainers_feed_the_gpu_and_autotune_cudnn(option: str, workers: int, tmp_path: Path) -> None:
+    cfg = compose_train([f"trainer={option}", "aug=heavy"], tmp_path)
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.trainer.benchmark) == ("gpu", "bf16-mixed", True)
+    assert cfg.trainer.sync_batchnorm is False  # a host sync per BatchNorm forward (issue 18); users may set it
+    assert (cfg.data.num_workers, cfg.data.pin_memory) == (workers, True)  # the fallback for presets without `device:`
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert datamodule.loader_kind == "device"  # `auto` with a device node: the splits on the GPU, no workers
+    deterministic = compose_train([f"trainer={option}", "trainer.deterministic=true"], tmp_path)
+    assert deterministic.trainer.benchmark is False  # cuDNN's autotuning would override cudnn.deterministic
+    later = compose_train([f"trainer={option}", "experiment=resnet_depth", "data.num_workers=3"], tmp_path)
+    assert later.data.num_workers == 3  # what experiments and the command line say still wins

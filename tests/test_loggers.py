@@ -116,6 +116,26 @@ def test_jobs_of_a_multirun_share_the_sweep_as_group(no_wandb_credentials: Path,
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_a_resumed_run_continues_its_wandb_run(no_wandb_credentials: Path, fer_csv: Path, tmp_path: Path) -> None:
+    base = [f"data.path={fer_csv}", "model=tiny_xception", "debug=limit", "logger=wandb"]
+    run_training(compose_train([*base, "trainer.max_epochs=1"], tmp_path))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    first_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()
+    # resumed into a new run directory: the id comes from the checkpoint's run directory
+    resumed_dir = tmp_path / "resumed" / "run"
+    run_training(compose_train([*base, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
+    (first,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    (resumed,) = (resumed_dir / "wandb").glob("offline-run-*")
+    assert read_offline_run(first).run["id"] == first_id
+    assert read_offline_run(resumed).run["id"] == first_id
+    assert [r["epoch"] for r in read_offline_run(resumed).history if "train/loss" in r] == [1]
+    # a fresh run (no checkpoint) starts a W&B run of its own
+    run_training(compose_train([*base, "trainer.max_epochs=1"], tmp_path / "fresh"))
+    (fresh,) = (tmp_path / "fresh" / "run" / "wandb").glob("offline-run-*")
+    assert read_offline_run(fresh).run["id"] != first_id
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_a_resumed_run_keeps_its_csv_history(fer_csv: Path, tmp_path: Path) -> None:
     """Lightning's CSVLogger deletes metrics.csv when a resumed run starts in the same directory; ours keeps it."""
     base = [f"data.path={fer_csv}", "model=tiny_xception", "debug=limit", "logger=csv"]

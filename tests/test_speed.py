@@ -20,6 +20,7 @@ from fer_lightning.speed import (
     cpu_flags,
     native_bf16,
     resolve_precision,
+    set_matmul_precision,
     settle_speed_settings,
     train_step_images_per_s,
 )
@@ -228,3 +229,21 @@ def test_channels_last_is_no_candidate_for_an_odd_batch_on_the_cpu(monkeypatch):
     monkeypatch.setattr("fer_lightning.speed.cpu_flags", lambda: {"avx512_bf16"})
     assert not any(s.channels_last for s in candidate_settings("auto", "auto", False, CPU, batch_size=37))
     assert any(s.channels_last for s in candidate_settings("auto", "auto", False, CPU, batch_size=64))
+    # a model with a 1x1 stride-2 convolution from 5 channels crashes oneDNN's AVX2 kernel at any batch
+    narrow = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3), torch.nn.Conv2d(5, 8, 1, stride=2))
+    assert not any(s.channels_last for s in candidate_settings("auto", "auto", False, CPU, 64, narrow))
+    wide = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Conv2d(8, 16, 1, stride=2))
+    assert any(s.channels_last for s in candidate_settings("auto", "auto", False, CPU, 64, wide))
+
+
+def test_matmul_precision_is_set_on_cuda_only(net, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    assert not set_matmul_precision(CPU, "high")  # on the CPU it would also allow bf16 matmuls in oneDNN
+    assert not set_matmul_precision(torch.device("cuda"), None)
+    assert calls == []
+    # a run on GPUs sets it from its config (trainer=ddp: no timing, so this runs without a GPU)
+    settle_speed_settings(compose_train(["trainer=ddp"], tmp_path), net)
+    settle_speed_settings(compose_train(["trainer=ddp", "speed.matmul_precision=highest"], tmp_path), net)
+    settle_speed_settings(compose_train(["trainer=ddp_cpu"], tmp_path), net)
+    assert calls == ["high", "highest"]

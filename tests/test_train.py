@@ -81,7 +81,8 @@ def test_missing_data_stops_with_path_source_and_alternative(tmp_path: Path) -> 
 
 
 def test_sync_batchnorm_on_the_cpu_names_ddp_cpu_before_any_work(tmp_path: Path) -> None:
-    cfg = compose_train(["trainer=ddp", "trainer.accelerator=cpu", "data.path=/nowhere/fer2013.csv"], tmp_path)
+    overrides = ["trainer=ddp", "trainer.sync_batchnorm=true", "trainer.accelerator=cpu"]  # off by default
+    cfg = compose_train([*overrides, "data.path=/nowhere/fer2013.csv"], tmp_path)
     with pytest.raises(UserError, match="trainer=ddp_cpu"):  # raised before the (missing) data is read
         build_run(cfg)
 

@@ -36,6 +36,7 @@ from fer_lightning.bench.machine import measured
 from fer_lightning.bench.plain import PlainFERDataset, plain_loop_images_per_s
 from fer_lightning.bench.timing import synchronize, timed_calls, train_step_images_per_s
 from fer_lightning.config import compose, group_choice
+from fer_lightning.speed import set_matmul_precision
 from fer_lightning.training import build_module
 
 # the bench's own defaults, before the overrides it is given: the embedded data, the FER literature's augmentation
@@ -109,7 +110,12 @@ def framework_images_per_s(cfg: DictConfig, batches: int, device: torch.device) 
         callbacks=[timer, *speed], default_root_dir=cfg.paths.output_dir,
     )  # fmt: skip
     trainer.fit(module, datamodule=hydra.utils.instantiate(cfg.data))
-    return timer.images / timer.seconds, module
+    return timer.images / timer.seconds, on_training_device(module, trainer)
+
+
+def on_training_device(module: L.LightningModule, trainer: L.Trainer) -> L.LightningModule:
+    """Lightning moves the module back to the CPU at the end of `fit`; its inference is timed where it trained."""
+    return module.to(trainer.strategy.root_device)
 
 
 def bare_step_images_per_s(cfg: DictConfig, settings: Settings, batches: int, crop: int, warmup: int = 5) -> float:
@@ -161,6 +167,7 @@ def bench_model(
     """One row per data path (`loaders`); the bare step and the plain loop are measured once and shared."""
     device = torch.device(settings.device)
     cfg = compose_cfg(model, None, overrides, settings, workdir)
+    set_matmul_precision(device, cfg.speed.get("matmul_precision"))  # as a training run sets it
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

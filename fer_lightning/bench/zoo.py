@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def model_speed(name: str, device: torch.device, steps: int, warmup: int) -> dict:
     """The autotune's timings of one model: img/s per setting and the fastest setting's label."""
     net = create_model(name, num_classes=NUM_CLASSES, in_chans=IN_CHANS)
-    candidates = candidate_settings("auto", "auto", False, device, BATCH_SIZE)
+    candidates = candidate_settings("auto", "auto", False, device, BATCH_SIZE, net)
     optimizer = partial(torch.optim.Adam, lr=1e-3)
     shape = (BATCH_SIZE, IN_CHANS, INPUT_SIZE, INPUT_SIZE)
     result = autotune(net, candidates, shape, NUM_CLASSES, optimizer, device, steps=steps, warmup=warmup)

@@ -1,9 +1,17 @@
-"""Lightning callbacks of our own: resumable interruptions (checkpoint + RNG state), W&B test predictions, and
-channels_last convolutions where they are faster."""
+"""Lightning callbacks of our own: resumable interruptions (checkpoint + RNG state), W&B test predictions,
+channels_last convolutions where they are faster, and DDP's SIGTERM check without a host sync per step."""
 
+from fer_lightning.callbacks.ddp_sigterm import DDPSigtermEveryNSteps
 from fer_lightning.callbacks.memory_format import ChannelsLast
 from fer_lightning.callbacks.resume import InterruptCheckpoint, RNGStateCheckpoint
 from fer_lightning.callbacks.training_clock import TrainingClock
 from fer_lightning.callbacks.wandb_predictions import WandbTestPredictions
 
-__all__ = ["ChannelsLast", "InterruptCheckpoint", "RNGStateCheckpoint", "TrainingClock", "WandbTestPredictions"]
+__all__ = [
+    "ChannelsLast",
+    "DDPSigtermEveryNSteps",
+    "InterruptCheckpoint",
+    "RNGStateCheckpoint",
+    "TrainingClock",
+    "WandbTestPredictions",
+]

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from fer_lightning.errors import UserError
-from fer_lightning.speed import odd_batch_crash_risk
+from fer_lightning.speed import channels_last_crash_risk
 
 CHOICES = ("auto", True, False)
 
@@ -42,8 +42,8 @@ def training_batch_sizes(datamodule) -> set[int]:
 
 class ChannelsLast(L.Callback):
     """Convert the LightningModule to channels_last at `setup` (before Lightning moves it to its device, which keeps
-    the layout) when `channels_last_wanted(enabled, root device)`; refused, before any step, for an odd training
-    batch on the CPU (`odd_batch_crash_risk`)."""
+    the layout) when `channels_last_wanted(enabled, root device)`; refused, before any step, for a model and
+    training batch that hit oneDNN's CPU crash (`channels_last_crash_risk`)."""
 
     def __init__(self, enabled: bool | str = "auto") -> None:
         channels_last_wanted(enabled, torch.device("cpu"))  # validates the value at instantiation
@@ -53,11 +53,13 @@ class ChannelsLast(L.Callback):
         device = trainer.strategy.root_device
         if not channels_last_wanted(self.enabled, device):
             return
-        odd = [n for n in training_batch_sizes(trainer.datamodule) if odd_batch_crash_risk(device, n)]
-        if stage == "fit" and odd:
+        sizes = training_batch_sizes(trainer.datamodule)
+        risky = [n for n in sizes if channels_last_crash_risk(pl_module, device, n)]
+        if stage == "fit" and risky:
             raise UserError(
-                f"channels_last on the CPU with an odd training batch of {odd[0]} images: oneDNN's channels_last "
-                "backward corrupts memory on odd batches (experiments/repro/channels_last_crash.py); use an even "
-                "data.batch_size or callbacks.channels_last.enabled=false"
+                f"channels_last on the CPU with a training batch of {risky[0]} images: oneDNN's channels_last "
+                "backward corrupts memory for this model's 1x1 strided convolutions with few input channels (< 8, "
+                "or < 16 on an odd batch; experiments/repro/channels_last_crash.py); use "
+                "callbacks.channels_last.enabled=false, or an even data.batch_size"
             )
         pl_module.to(memory_format=torch.channels_last)

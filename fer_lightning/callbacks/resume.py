@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -24,8 +26,11 @@ log = logging.getLogger(__name__)
 class InterruptCheckpoint(L.Callback):
     """Save `<dirpath>/<filename>.ckpt` when a fit is stopped by Ctrl-C or SIGTERM (a cluster's pre-emption).
 
-    Lightning turns SIGTERM into `SIGTERMException` at the next batch boundary (on every rank) and Ctrl-C into
-    `KeyboardInterrupt`; both reach `on_exception`. Other errors are bugs, not interruptions: no checkpoint then.
+    Lightning turns SIGTERM into `SIGTERMException` at the next batch boundary (on every rank); both reach
+    `on_exception`. A first Ctrl-C during fit is handled the same way (the batch running finishes, the run exits
+    with 130): Python's `KeyboardInterrupt` would land anywhere, e.g. between a step's backward and its optimizer
+    step, and a checkpoint of such a state resumes with the step counter one ahead. A second Ctrl-C stops at once
+    (a checkpoint is still saved, of wherever the step was). Other errors are bugs, not interruptions: no checkpoint.
     Resuming in the same run directory (`hydra.run.dir`) lets ModelCheckpoint carry on its best-so-far tracking;
     Lightning resets it when the checkpoint directory changes.
     """
@@ -33,16 +38,42 @@ class InterruptCheckpoint(L.Callback):
     def __init__(self, dirpath: str | Path, filename: str = "interrupted", run_dir: str | None = None) -> None:
         self.ckpt_path = str(Path(dirpath) / f"{filename}.ckpt")
         self.run_dir = run_dir
+        self.ctrl_c, self.previous_handler = False, None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        self.ctrl_c, self.previous_handler = False, signal.getsignal(signal.SIGINT)
+
+        def stop_after_this_batch(signum, frame) -> None:
+            if self.ctrl_c:
+                raise KeyboardInterrupt  # the second Ctrl-C
+            self.ctrl_c = trainer._signal_connector.received_sigterm = True  # stops at the batch end, as SIGTERM does
+            log.warning("Ctrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again stops at once)")
+
+        signal.signal(signal.SIGINT, stop_after_this_batch)
+
+    def restore_sigint(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.restore_sigint()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.restore_sigint()
         if trainer.state.fn != TrainerFn.FITTING or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
             return
+        if self.ctrl_c and isinstance(exception, SIGTERMException):
+            exception.code = 130  # a shell's exit status for Ctrl-C; a SIGTERMException exits 0 by itself
         trainer.save_checkpoint(self.ckpt_path)  # every rank calls it (a barrier); rank 0 writes
         if trainer.is_global_zero:
+            stopped_by = "Ctrl-C" if self.ctrl_c else type(exception).__name__
             resume = f"ckpt_path={self.ckpt_path}" + (f" hydra.run.dir={self.run_dir}" if self.run_dir else "")
             log.warning(
                 "%s (epoch %d, global step %d): checkpoint saved to %s\nResume with the same overrides plus: %s",
-                type(exception).__name__,
+                stopped_by,
                 trainer.current_epoch,
                 trainer.global_step,
                 self.ckpt_path,

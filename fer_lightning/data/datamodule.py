@@ -23,6 +23,12 @@ from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation, to
 from fer_lightning.data.formats import FER2013_SOURCE, SourceData, check_format, drop_blank_images, load_source
 from fer_lightning.data.formats.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
 from fer_lightning.data.formats.ferplus import LABEL_MODES
+from fer_lightning.data.resumable import (
+    ResumableDataLoader,
+    ResumableDeviceBatches,
+    SeededEpochSampler,
+    reseed_transform,
+)
 from fer_lightning.data.sampling import (
     BALANCE_MODES,
     SPLITS,
@@ -72,7 +78,10 @@ class FERDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor]:
+        if isinstance(index, tuple):  # (index, draw seed) from SeededEpochSampler: this image's augmentation draw
+            index, seed = index
+            reseed_transform(self.transform, seed)
         image = np.asarray(self.images[index])
         if self.transform is not None:
             image = self.transform(image=image)["image"]
@@ -254,19 +263,38 @@ class FERDataModule(L.LightningDataModule):
 
     def loader(self, split: str) -> DataLoader:
         train = split == "train"
-        sampler = None
-        if train and self.balance == "weighted_sampler":
-            sampler = balanced_sampler(self.splits["train"][1], self.num_classes)
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=self.drop_last(split),
-            persistent_workers=self.num_workers > 0,
+        options = {
+            "batch_size": self.batch_size if train else self.eval_batch_size, "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory, "drop_last": self.drop_last(split),
+            "persistent_workers": self.num_workers > 0,
+        }  # fmt: skip
+        if train and not (self.trainer is not None and self.trainer.overfit_batches):
+            sampler = SeededEpochSampler(self.epoch_permutation(len(self.splits["train"][1]), shuffle=True))
+            return ResumableDataLoader(self.dataset(split), sampler, progress=self.train_progress, **options)
+        if train:  # overfit_batches: Lightning replaces the sampler with a sequential one; seeded as a whole
+            reseed_transform(self.train_transform, self.seed)
+        return DataLoader(self.dataset(split), **options)
+
+    def epoch_permutation(self, size: int, shuffle: bool) -> EpochPermutation:
+        """The training order of every epoch, from (seed, epoch), sharded for this rank; balanced draws with
+        data.balance=weighted_sampler."""
+        rank, world_size = self.rank_and_world_size()
+        weights = None
+        if self.balance == "weighted_sampler":
+            weights = balanced_sampler(self.splits["train"][1], self.num_classes).weights
+        return EpochPermutation(
+            size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size, weights=weights
         )
+
+    def train_progress(self) -> tuple[int, bool]:
+        """(batches the fit has run in this epoch, whether the epoch is finished): what a training loader saves in a
+        checkpoint. `processed` counts a batch whose step ran even when the checkpoint was saved before its
+        on_train_batch_end finished (Lightning counts that batch done on resume)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, True
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done, done >= trainer.num_training_batches
 
     def device_loader(self, split: str, device: torch.device | str | None = None) -> DeviceBatches:
         """Batches of `split` cut on `device` (default: the trainer's root device, else the CPU); this rank's shard."""
@@ -274,20 +302,22 @@ class FERDataModule(L.LightningDataModule):
         if split not in self._on_device or self._on_device[split][0].device != device:
             self._on_device[split] = to_device_tensors(*self.splits[split], device)  # once per split, not per epoch
         images, targets = self._on_device[split]
-        rank, world_size = self.rank_and_world_size()
         train = split == "train"
-        weights = None
-        if train and self.balance == "weighted_sampler":
-            weights = balanced_sampler(self.splits["train"][1], self.num_classes).weights
+        options = {
+            "augment": self.device_transform if train else None, "views": None if train else self.views,
+            "in_chans": self.in_chans, "drop_last": self.drop_last(split),
+        }  # fmt: skip
+        if not train:
+            rank, world_size = self.rank_and_world_size()
+            # pad=False: the ranks' shards partition the split, each image evaluated once (issue 18)
+            sampler = EpochPermutation(len(targets), shuffle=False, rank=rank, world_size=world_size, pad=False)
+            return DeviceBatches(images, targets, self.eval_batch_size, sampler, **options)
         # overfit_batches must see the same few batches every epoch (Lightning unshuffles only DataLoaders)
-        shuffle = train and not (self.trainer is not None and self.trainer.overfit_batches)
-        sampler = EpochPermutation(len(targets), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size,
-                                   weights=weights)  # fmt: skip
-        return DeviceBatches(
-            images, targets, self.batch_size if train else self.eval_batch_size, sampler,
-            augment=self.device_transform if train else None, views=None if train else self.views,
-            in_chans=self.in_chans, drop_last=self.drop_last(split),
-        )  # fmt: skip
+        shuffle = not (self.trainer is not None and self.trainer.overfit_batches)
+        sampler = self.epoch_permutation(len(targets), shuffle)
+        return ResumableDeviceBatches(
+            images, targets, self.batch_size, sampler, progress=self.train_progress, **options
+        )
 
     def drop_last(self, split: str) -> bool:
         """Training leaves out each epoch's last, short batch (a different sample is left out every epoch): on the

@@ -26,8 +26,12 @@ class EpochPermutation:
     """Which indices one rank visits in an epoch, like DistributedSampler.
 
     Every rank draws the same permutation (or, with `weights`, the same draws with replacement) from
-    (seed, epoch), then takes every `world_size`-th index from its `rank`; the order is padded with its own first
-    indices to a multiple of `world_size` so that all ranks take the same number of steps (DDP would hang otherwise).
+    (seed, epoch), then takes every `world_size`-th index from its `rank`. With `pad` (training) the order is padded
+    with its own first indices to a multiple of `world_size`, so that all ranks take the same number of steps: each
+    training step all-reduces gradients, and a rank with one step fewer would leave the others waiting. Without it
+    (evaluation) the shards partition the split exactly, each image on one rank once; shards then differ by at most
+    one image, which evaluation allows: its loop runs no per-batch collective, and torchmetrics sums the ranks'
+    counts at compute (a padded duplicate would count twice).
     """
 
     def __init__(
@@ -38,17 +42,20 @@ class EpochPermutation:
         rank: int = 0,
         world_size: int = 1,
         weights: torch.Tensor | None = None,
+        pad: bool = True,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.size, self.shuffle, self.seed, self.rank, self.world_size = size, shuffle, seed, rank, world_size
-        self.weights, self.epoch = weights, 0
+        self.weights, self.pad, self.epoch = weights, pad, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.world_size)
+        if self.pad:
+            return math.ceil(self.size / self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
 
     def indices(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
@@ -58,8 +65,9 @@ class EpochPermutation:
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        padding = len(self) * self.world_size - self.size
-        order = torch.cat([order, order[:padding]])
+        if self.pad:
+            padding = len(self) * self.world_size - self.size
+            order = torch.cat([order, order[:padding]])
         return order[self.rank :: self.world_size]
 
 

@@ -151,6 +151,9 @@ class SweepSummary(Callback):
         ok = sum(row["status"] == "ok" for row in rows)
         log.info("sweep summary (%d ok, %d not): %s", ok, len(rows) - ok, sweep_dir / "summary.md")
         print(f"\n{summary_markdown(sweep_dir, rows)}")
+        if ok < len(rows):
+            # the sweep went on past its failed jobs (each one a row, with its error.txt); the exit status says so
+            raise SystemExit(f"{len(rows) - ok} of {len(rows)} sweep jobs failed: see {sweep_dir / 'summary.md'}")
 
 
 def last_line(text: str) -> str:

@@ -3,10 +3,13 @@ never asserted here."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from fer_lightning.bench.__main__ import run
+from fer_lightning.bench.framework import on_training_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,3 +31,10 @@ def test_bench_times_every_path_and_writes_json_and_markdown(tmp_path: Path) -> 
     table = (tmp_path / "smoke.md").read_text()
     assert table.count("| mini_xception |") == 2
     assert "framework / plain" in table
+
+
+def test_inference_is_timed_on_the_device_the_module_trained_on() -> None:
+    # Lightning hands the module back on the CPU after fit; the meta device stands in for a GPU on a CPU machine
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    module = on_training_device(torch.nn.Linear(2, 2), trainer)
+    assert {p.device.type for p in module.parameters()} == {"meta"}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fer_lightning.callbacks import ChannelsLast
-from fer_lightning.speed import odd_batch_crash_risk
+from fer_lightning.speed import channels_last_crash_risk
 from tests.conftest import write_fer_csv
 from tests.scripts import ROOT, script_env
 
@@ -26,21 +26,34 @@ def fitting(batch_size: int, train_rows: int) -> SimpleNamespace:
     return SimpleNamespace(strategy=SimpleNamespace(root_device=CPU), datamodule=datamodule)
 
 
-def test_odd_batches_on_the_cpu_are_the_risk():
-    assert odd_batch_crash_risk(CPU, 37)
-    assert not odd_batch_crash_risk(CPU, 64)
-    assert not odd_batch_crash_risk(torch.device("cuda"), 37)
+def shortcut(in_channels: int) -> torch.nn.Module:
+    """mini_Xception's kind of residual shortcut: a 1x1 stride-2 convolution."""
+    return torch.nn.Sequential(torch.nn.Conv2d(1, in_channels, 3), torch.nn.Conv2d(in_channels, 16, 1, stride=2))
 
 
-def test_a_pinned_channels_last_refuses_an_odd_training_batch_before_any_step():
-    module = torch.nn.Conv2d(1, 2, 3)
-    with pytest.raises(ValueError, match="odd training batch of 37 images"):
+def test_narrow_strided_1x1_convolutions_are_the_risk():
+    assert channels_last_crash_risk(shortcut(8), CPU, 37)  # AVX-512's kernel: < 16 channels, odd batch
+    assert not channels_last_crash_risk(shortcut(8), CPU, 64)
+    assert channels_last_crash_risk(shortcut(5), CPU, 64)  # AVX2's kernel: < 8 channels, any batch
+    assert not channels_last_crash_risk(shortcut(16), CPU, 37)
+    assert not channels_last_crash_risk(torch.nn.Conv2d(1, 2, 3), CPU, 37)  # no 1x1 strided convolution
+    assert not channels_last_crash_risk(shortcut(5), torch.device("cuda"), 37)
+    assert channels_last_crash_risk(None, CPU, 37)
+    assert not channels_last_crash_risk(None, CPU, 64)
+
+
+def test_a_pinned_channels_last_refuses_a_crashing_model_and_batch_before_any_step():
+    module = shortcut(8)
+    with pytest.raises(ValueError, match="training batch of 37 images"):
         ChannelsLast(True).setup(fitting(37, 1000), module, "fit")
-    with pytest.raises(ValueError, match="odd training batch of 21"):  # a split smaller than one batch is one batch
+    with pytest.raises(ValueError, match="training batch of 21"):  # a split smaller than one batch is one batch
         ChannelsLast(True).setup(fitting(64, 21), module, "fit")
+    with pytest.raises(ValueError, match="1x1 strided convolutions with few input channels"):
+        ChannelsLast(True).setup(fitting(64, 1000), shortcut(5), "fit")
     ChannelsLast(True).setup(fitting(64, 1000), module, "fit")  # even: the short last batch is dropped
-    assert module.weight.is_contiguous(memory_format=torch.channels_last)
-    ChannelsLast(False).setup(fitting(37, 1000), torch.nn.Conv2d(1, 2, 3), "fit")  # off: nothing to refuse
+    assert module[1].weight.is_contiguous(memory_format=torch.channels_last)
+    ChannelsLast(True).setup(fitting(37, 1000), torch.nn.Conv2d(1, 2, 3), "fit")  # no such layer: nothing to refuse
+    ChannelsLast(False).setup(fitting(37, 1000), shortcut(5), "fit")  # off: nothing to refuse
 
 
 SETTINGS = [(p, c) for p in ("32-true", "bf16-mixed") for c in (False, True)]

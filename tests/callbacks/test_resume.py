@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from fer_lightning.callbacks.resume import RNGStateCheckpoint, collect_rng_states, set_rng_states
 from fer_lightning.checkpoint import read_checkpoint
@@ -41,6 +44,18 @@ class InterruptAtBatch(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx == 1:
             raise KeyboardInterrupt
+
+
+class SigintMidStep(L.Callback):
+    """A real Ctrl-C (SIGINT to this process) between a step's backward and its optimizer step, at global step
+    `step`: where Python's KeyboardInterrupt would stop it half done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 class SlowBatches(L.Callback):
@@ -81,7 +96,7 @@ def overrides(csv: Path, *extra: str) -> list[str]:
         "trainer.deterministic=true",
         # two separate runs are compared: the autotune could time them into different precisions, so pin one
         "speed.autotune=false",
-        "logger=none",
+        *(() if any(e.startswith("logger=") for e in extra) else ("logger=none",)),
         # the last epoch is the one validated and tested: the compared metrics depend on the resumed epoch
         "callbacks.model_checkpoint.monitor=null",
         *extra,
@@ -110,6 +125,47 @@ def test_sigterm_then_resume_ends_like_an_uninterrupted_run(tiny_csv: Path, tmp_
     assert final[1]["global_step"] == final[0]["global_step"] == 12  # saved at the end of the last epoch
     for name, weight in final[0]["state_dict"].items():
         assert torch.equal(weight, final[1]["state_dict"][name]), name
+
+
+def batches_that_stepped(checkpoint: dict) -> int:
+    return checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+
+
+@pytest.mark.usefixtures("one_thread", "restore_global_state")
+@pytest.mark.parametrize("loader", [("data.loader=workers", "data.num_workers=2"), ("data.loader=device",)])
+def test_ctrl_c_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tiny_csv: Path, tmp_path: Path, loader) -> None:
+    """Issue 16: with augmentation, stopped in the middle of epoch 1's second step by a real SIGINT."""
+    run = [*loader, "aug=heavy", "trainer.max_epochs=2", "logger=csv"]
+    uninterrupted = run_training(compose_train(overrides(tiny_csv, *run), tmp_path / "a"))
+
+    stop = ["+callbacks.sigint._target_=tests.callbacks.test_resume.SigintMidStep", "+callbacks.sigint.step=5"]
+    interrupted_cfg = compose_train(overrides(tiny_csv, *run, *stop), tmp_path / "b")
+    with pytest.raises(SystemExit) as exit_info:
+        run_training(interrupted_cfg)
+    assert exit_info.value.code == 130  # a shell's Ctrl-C status
+    checkpoint = Path(interrupted_cfg.paths.output_dir) / "checkpoints" / "interrupted.ckpt"
+    saved = read_checkpoint(checkpoint)
+    assert (saved["epoch"], saved["global_step"]) == (1, 6)  # the step under way finished: mid-epoch 1
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*dataloader is not resumable", category=PossibleUserWarning)
+        resumed = run_training(compose_train(overrides(tiny_csv, *run, f"ckpt_path={checkpoint}"), tmp_path / "b"))
+    for key in COMPARED:
+        assert resumed[key] == pytest.approx(uninterrupted[key], abs=1e-6), key
+    final = [read_checkpoint(tmp_path / run / "run" / "checkpoints" / "last.ckpt") for run in ("a", "b")]
+    assert final[1]["global_step"] == final[0]["global_step"] == 8
+    assert batches_that_stepped(final[1]) == batches_that_stepped(final[0])  # the loggers' step, one ahead before
+    for name, weight in final[0]["state_dict"].items():
+        assert torch.equal(weight, final[1]["state_dict"][name]), name
+    curves = [epoch_rows(tmp_path / run / "run" / "csv" / "metrics.csv") for run in ("a", "b")]
+    assert len(curves[0]) >= 2
+    for key in ("step", "train/lr", "val/acc", "val/acc_best"):  # the resumed epoch's lr was empty before
+        assert [row[key] for row in curves[1]] == [row[key] for row in curves[0]], key
+
+
+def epoch_rows(metrics_csv: Path) -> list[dict[str, str]]:
+    with metrics_csv.open() as file:
+        return [row for row in csv.DictReader(file) if row.get("train/lr") or row.get("val/acc")]
 
 
 @pytest.mark.usefixtures("one_thread", "restore_global_state")

@@ -37,8 +37,9 @@ def test_joblib_multirun_survives_a_failed_job_and_writes_the_summary(tmp_path: 
         cwd=tmp_path,
         timeout=180,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # every job ran; the failed one sets the exit status
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()  # the default sweep directory
+    assert f"1 of 2 sweep jobs failed: see {sweep_dir / 'summary.md'}" in result.stderr
     rows = read_summary(sweep_dir)
     assert [(r["job"], r["status"], r["overrides"].split()[-1]) for r in rows] == [
         ("0", "ok", "optimizer.lr=0.001"),
@@ -86,7 +87,8 @@ def test_optuna_search_records_failed_trials_and_goes_on(tmp_path: Path) -> None
         cwd=tmp_path,
         timeout=180,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # the failed trials set the exit status
+    assert "sweep jobs failed" in result.stderr
     rows = read_summary(sweep_dir)
     assert len(rows) == 3
     for row in rows:  # every trial sampled all four parameters; only the negative learning rate fails

@@ -11,6 +11,7 @@ list of those that did not, so the policy is applied after the cache and never r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -204,10 +205,13 @@ def load_fer2013(
         arrays = read_fer2013_csv(path, on_bad_rows=on_bad_rows)
     else:
         entry = Path(cache_dir) / f"fer2013-v{CACHE_VERSION}-{file_sha256(path)[:16]}"
-        if not (entry / "meta.json").exists():
+        if (entry / "meta.json").exists():
+            arrays = read_cache(entry, source=path)
+        else:
             # decode everything that can be decoded; which rows are bad is stored, and the policy applied below
-            write_cache(entry, read_fer2013_csv(path, on_bad_rows="skip"), source=path)
-        arrays = read_cache(entry, source=path)
+            arrays = read_fer2013_csv(path, on_bad_rows="skip")
+            if write_cache(entry, arrays, source=path):
+                arrays = read_cache(entry, source=path)  # memory-mapped, as every later run reads it
         if arrays.skipped and on_bad_rows == "error":
             more = f" (and {len(arrays.skipped) - 1} more bad rows)" if len(arrays.skipped) > 1 else ""
             raise DataFormatError(f"{arrays.skipped[0]}{more}\n  ({SKIP_HINT})")
@@ -218,26 +222,43 @@ def load_fer2013(
 ARRAY_NAMES = ("images", "labels", "usage", "rows")
 
 
-def write_cache_entry(entry: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+def write_cache_entry(entry: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
     """A cache entry of any format: each array as `<name>.npy` (written aside, then renamed), `meta.json` last, so
-    an interrupted write leaves no entry that looks complete (readers test for `meta.json`)."""
-    entry.mkdir(parents=True, exist_ok=True)
+    an interrupted write leaves no entry that looks complete (readers test for `meta.json`).
+
+    False, with a warning, when the cache cannot be written (a read-only file system, no permission, a file where
+    a directory should be, a full disk): the caller goes on with the arrays it decoded, in memory.
+    """
     # Per-writer temporary names: two runs creating the same entry at once each rename their own complete file
     # (the same bytes) into place; a shared temporary name let one writer rename the other's away mid-write.
     writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    for name, array in arrays.items():
-        tmp = entry / f"{name}.{writer}.tmp.npy"
-        np.save(tmp, array)
-        tmp.replace(entry / f"{name}.npy")
     tmp = entry / f"meta.{writer}.tmp.json"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(entry / "meta.json")
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            tmp = entry / f"{name}.{writer}.tmp.npy"
+            np.save(tmp, array)
+            tmp.replace(entry / f"{name}.npy")
+        tmp = entry / f"meta.{writer}.tmp.json"
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(entry / "meta.json")
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        log.warning(
+            "cannot write the data cache %s (%s): the data is decoded in memory, again on every run; "
+            "point paths.cache_dir at a writable directory to cache it",
+            entry,
+            error,
+        )
+        return False
+    return True
 
 
-def write_cache(entry: Path, arrays: FERArrays, source: Path) -> None:
+def write_cache(entry: Path, arrays: FERArrays, source: Path) -> bool:
     meta = {"source": str(source), "rows": int(arrays.labels.size), "version": CACHE_VERSION}
     meta["skipped"] = arrays.skipped
-    write_cache_entry(entry, {name: getattr(arrays, name) for name in ARRAY_NAMES}, meta)
+    return write_cache_entry(entry, {name: getattr(arrays, name) for name in ARRAY_NAMES}, meta)
 
 
 def read_cache(entry: Path, source: Path) -> FERArrays:

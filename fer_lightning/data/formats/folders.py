@@ -165,7 +165,8 @@ def decode_cached(index: FolderIndex, in_chans: int, size: int, cache_dir: str |
     entry = Path(cache_dir) / f"folder-v{CACHE_VERSION}-{listing_key(index, in_chans, size)}"
     if not (entry / "meta.json").exists():
         images, kept, bad = decode_files(index.files, in_chans, size)
-        write_cache_entry(entry, {"images": images, "kept": kept}, {"root": str(index.root), "bad": bad})
+        if not write_cache_entry(entry, {"images": images, "kept": kept}, {"root": str(index.root), "bad": bad}):
+            return images, kept, bad  # an unwritable cache (warned): decoded in memory
     bad = json.loads((entry / "meta.json").read_text())["bad"]
     return np.load(entry / "images.npy", mmap_mode="r"), np.load(entry / "kept.npy"), bad
 
