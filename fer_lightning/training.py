@@ -102,7 +102,10 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
             metrics |= test_other_views(trainer, module, datamodule, cfg.get("report_tta") or {}, best)
         finally:
             finish_loggers(trainer)  # also after an error: the next job of a sweep must not reuse this W&B run
-    metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started}
+    # a resumed run's wall time includes its earlier attempts up to the checkpoint it resumed from
+    clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
+    earlier_s = clock.resumed_wall_s if clock is not None else 0.0
+    metrics |= {"epochs": trainer.current_epoch, "wall_time_s": time.time() - started + earlier_s}
     metrics |= model_costs(module.net, datamodule)
     if trainer.is_global_zero:
         module.test_report = test_report

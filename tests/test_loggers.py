@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,16 @@ def test_a_resumed_run_keeps_its_csv_history(fer_csv: Path, tmp_path: Path) -> N
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     resume_step = torch.load(checkpoint, weights_only=True)["global_step"]
 
-    run_training(compose_train([*base, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], tmp_path))
+    state = torch.load(checkpoint, weights_only=True)["callbacks"]
+    (clock_state,) = [v for k, v in state.items() if k.startswith("TrainingClock")]
+    assert 0 < clock_state["wall_seconds"] <= first["wall_time_s"]  # the first attempt's fit, up to the checkpoint
+
+    resumed_cfg = compose_train([*base, "trainer.max_epochs=2", f"ckpt_path={checkpoint}"], tmp_path)
+    resumed_started = time.time()
+    resumed = run_training(resumed_cfg)
+    resumed_s = time.time() - resumed_started
+    # wall_time_s adds the earlier attempt's time up to its checkpoint (tests/callbacks/test_training_clock.py)
+    assert resumed["wall_time_s"] <= resumed_s + clock_state["wall_seconds"]
     with metrics_file.open() as file:
         rows = list(csv.DictReader(file))
     assert [r["epoch"] for r in rows if r["val/acc"]][:2] == ["0", "1"]  # epoch 0 from the first run, then 1

@@ -5,8 +5,10 @@ validation loops that run inside the fit. Here the clock runs from the start of 
 pauses for validation, so data loading is counted (waiting for workers, and `data.loader=device`'s augmentation,
 which runs when the loop fetches a batch, before `on_train_batch_start`) and evaluation is not: the time a race
 against another training loop is judged on (`fer_lightning.bench.time_to_accuracy`). Its state is in the
-checkpoint, so a resumed run goes on counting where it stopped. With `budget_s` the fit stops after the batch that
-spends it (Lightning then validates once more), mid-epoch if need be.
+checkpoint, so a resumed run goes on counting where it stopped; so does the fit's wall-clock time
+(`resumed_wall_s`: the earlier attempts' fit time up to the checkpoint, which metrics.json's `wall_time_s` adds).
+With `budget_s` the fit stops after the batch that spends it (Lightning then validates once more), mid-epoch if
+need be.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class TrainingClock(L.Callback):
         self.budget_s = math.inf if budget_s is None else float(budget_s)
         self.seconds, self.images = 0.0, 0
         self._start: float | None = None
+        self.wall_before_s, self._fit_started = 0.0, time.time()  # wall time of the attempts before a resume
+        self.resumed_wall_s = 0.0  # wall_before_s as the fit started: validate/test restore callbacks again
 
     def elapsed(self) -> float:
         return self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
@@ -39,6 +43,9 @@ class TrainingClock(L.Callback):
         if self._start is not None:
             synchronize(pl_module.device)  # a GPU's queued steps belong to the epoch
             self.seconds, self._start = self.elapsed(), None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_started, self.resumed_wall_s = time.time(), self.wall_before_s
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -65,7 +72,9 @@ class TrainingClock(L.Callback):
         pl_module.log(IMAGES_SEEN, float(self.images), on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     def state_dict(self) -> dict[str, float]:
-        return {"train_seconds": self.elapsed(), "images_seen": self.images}
+        wall_s = self.wall_before_s + time.time() - self._fit_started
+        return {"train_seconds": self.elapsed(), "images_seen": self.images, "wall_seconds": wall_s}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.seconds, self.images = float(state_dict["train_seconds"]), int(state_dict["images_seen"])
+        self.wall_before_s = float(state_dict.get("wall_seconds", 0.0))  # checkpoints before this key: unknown
