@@ -5,7 +5,7 @@
 #   3. make bench on CUDA for mini_xception and resnet18 (experiments/bench/<machine>.md / .json)
 #   4. a short real-data ResNet-18 run (experiment=resnet_depth trainer=gpu: the device data path), with GPU
 #      utilisation sampled by nvidia-smi every second and Lightning's simple profiler
-# Budget on a freshly started single-GPU machine: ~8 min with `make install` (2-3 min of it); each step has a timeout.
+# Budget: the steps' timeouts add up to 8 min (tests 150 s, sync audit 60 s, bench 150 s, training 150 s).
 # Without a CUDA device visible to torch it prints why and exits 0 (nothing ran, nothing failed); a CUDA machine
 # whose torch is a CPU build exits 1. Exit status otherwise: 1 when any step failed.
 # Environment: PY (default .venv/bin/python), DATA (FER2013 csv / csv.gz; default: the first of shared/data/fer2013/,
@@ -52,23 +52,23 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
 command -v cc >/dev/null || echo "no C compiler: torch.compile (Triton) would fail; nothing here compiles"
 
-step tests 240 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not slow" tests/data/test_device_aug.py \
-    tests/data/test_mixup.py tests/data/test_device_loader.py tests/bench/test_framework.py
+step tests 150 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not slow" tests/data/test_device_aug.py \
+    tests/data/test_mixup.py tests/data/test_device_loader.py tests/bench/test_framework.py tests/tools/test_sync_audit.py
 record tests "$(grep -aEo '[0-9]+ (passed|failed|skipped)[^=]*' "$OUT/all.log" | tail -1)"
 
-step sync-audit 120 "$PY" -m fer_lightning.tools.sync_audit --batch 128
+step sync-audit 60 "$PY" -m fer_lightning.tools.sync_audit --batch 128
 record sync-audit "$(awk -F'\t' 'NF == 3 && $2 ~ /^[0-9]+$/ {printf "%s%s: %s syncs, %s ms", sep, $1, $2, $3; sep="; "}' "$OUT/all.log")"
 
 BENCH_DATA=data=synthetic
 [ -n "$DATA" ] && BENCH_DATA="data=fer2013 data.path=$DATA"
-step bench 240 "$PY" -m fer_lightning.bench --models mini_xception resnet18 --batches 100 --repeats 20 aug=heavy \
+step bench 150 "$PY" -m fer_lightning.bench --models mini_xception resnet18 --batches 100 --repeats 20 aug=heavy \
     $BENCH_DATA --out experiments/bench --name gpu_check
 record bench "experiments/bench/gpu_check.md ($BENCH_DATA)"
 
 if [ -n "$DATA" ]; then
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 > "$OUT/gpu_util.csv" &
     SAMPLER=$!
-    step train 180 "$PY" train.py experiment=resnet_depth trainer=gpu data.path="$DATA" trainer.max_epochs="$EPOCHS" \
+    step train 150 "$PY" train.py experiment=resnet_depth trainer=gpu data.path="$DATA" trainer.max_epochs="$EPOCHS" \
         trainer.profiler=simple logger=csv hydra.run.dir="$OUT/resnet18" ${TRAIN_ARGS:-}
     kill "$SAMPLER"
     UTIL=$(awk -F', ' '$1 > 0 {s += $1; n++} END {if (n) printf "GPU busy %.0f%% (mean of %d busy seconds)", s / n, n}' \
