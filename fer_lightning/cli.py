@@ -6,6 +6,7 @@ A user error (fer_lightning.errors) ends the command with one message and exit s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,9 +45,20 @@ def entry_point(hydra_main: Callable[[], object]) -> Callable[[], None]:
 
     def run() -> None:
         sys.argv[1:] = listed_trainer_plus(sys.argv[1:])
+        widen_captured_output()
         hydra_main()
 
     return run
+
+
+# Rich (config tree, progress bar, model summary) falls back to 80 columns when its output is no terminal: a log
+# file or CI would get config paths cut and progress metrics wrapped. COLUMNS set by the user still wins.
+CAPTURED_OUTPUT_COLUMNS = "200"
+
+
+def widen_captured_output() -> None:
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):  # set but empty counts as unset
+        os.environ["COLUMNS"] = CAPTURED_OUTPUT_COLUMNS
 
 
 def log_lightning_once() -> None:
@@ -69,9 +81,42 @@ def log_lightning_once() -> None:
 
 
 def checked(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
-    """`task` that first checks the config's values (a ConfigValueError), before it reads or writes anything. Inside
-    `run_job`, so that in a multirun a job with a bad value is recorded as failed and the sweep goes on."""
-    return lambda cfg: task(check_config(cfg))
+    """`task` that first checks the config's values (a ConfigValueError) and that its data exists, before it reads
+    or writes anything. Inside `run_job`, so that in a multirun a job with a bad value is recorded as failed and the
+    sweep goes on."""
+    return lambda cfg: task(check_data_present(check_config(cfg)))
+
+
+def check_data_present(cfg: DictConfig) -> DictConfig:
+    """A missing data file is the commonest first error: name it before the config tree, the speed autotune and the
+    model are built (seconds to minutes on a CPU). A single run's directory, which Hydra made and nothing but its
+    own files are in yet, is removed again; a multirun keeps the job's directory, where the failure is recorded."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from fer_lightning.data.formats import check_data_files
+
+    data = cfg.get("data")
+    if data is None or data.get("synthetic") is not None or data.get("format") is None:
+        return cfg  # the synthetic stand-in is generated at setup; eval/predict configs name no data of their own
+    votes = data.get("votes_path")
+    try:
+        check_data_files(data.format, Path(data.path), Path(votes) if votes else None)
+    except FileNotFoundError:
+        hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+        if hydra_cfg is not None and hydra_cfg.mode == RunMode.RUN:
+            remove_untouched_run_dir(Path(hydra_cfg.runtime.output_dir))
+        raise
+    return cfg
+
+
+def remove_untouched_run_dir(run_dir: Path) -> None:
+    """Remove `run_dir` when it holds only what Hydra writes at start (.hydra/, the job's log file)."""
+    import shutil
+
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(entry.name == ".hydra" or entry.suffix == ".log" for entry in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

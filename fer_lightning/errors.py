@@ -35,6 +35,16 @@ def exit_on_user_error() -> Iterator[None]:
     except USER_ERRORS as error:
         if full_error_wanted():
             raise
-        logging.getLogger("fer_lightning").error("%s: %s", type(error).__name__, error)
+        log_to_files(f"{type(error).__name__}: {error}")
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(USER_ERROR_EXIT) from None
+
+
+def log_to_files(message: str) -> None:
+    """Log `message` at ERROR to the log files only (the run's `<task>.log`): the console gets it once, from
+    stderr, instead of twice."""
+    logger = logging.getLogger("fer_lightning")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

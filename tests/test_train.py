@@ -68,16 +68,24 @@ def test_train_script_fast_dev_run_through_hydra(fer_csv: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Final metrics" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/acc"] >= 0.0
+    # Lightning says checkpointing is suppressed; its ModelCheckpoint still wrote last.ckpt at train end
+    assert "checkpointing is suppressed" in result.stdout + result.stderr
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 
 def test_missing_data_stops_with_path_source_and_alternative(tmp_path: Path) -> None:
+    """Before the config tree, the speed autotune or any model: one message, printed once, and no run directory."""
     missing = tmp_path / "nowhere" / "fer2013.csv"
-    result = run_train_script(f"data.path={missing}", "debug=fast_dev_run", cwd=tmp_path)
-    assert result.returncode != 0
+    result = run_train_script(f"data.path={missing}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
     message = result.stderr + result.stdout
-    assert str(missing) in message
+    assert message.count(f"FER2013 data not found at {missing}") == 1
     assert "kaggle.com" in message
     assert "data=synthetic" in message
+    assert len(message.splitlines()) < 10
+    assert "Traceback" not in message
+    assert "speed autotune" not in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_sync_batchnorm_on_the_cpu_names_ddp_cpu_before_any_work(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import torch
 from fer_lightning.bench.machine import cpu_name, visible_cores
 from fer_lightning.bench.timing import timed_calls
 from fer_lightning.checkpoint import load_module
+from fer_lightning.errors import exit_on_user_error
 from fer_lightning.export import (
     InferenceModel,
     example_batch,
@@ -153,7 +154,8 @@ def run(argv: Sequence[str] | None = None) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script: what `run` prints, exit status 0 (a script's return value would become its status)."""
-    run(argv)
+    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
+        run(argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fer_lightning.checkpoint import read_checkpoint, save_checkpoint
 from fer_lightning.data.formats.fer2013 import file_sha256 as sha256
+from fer_lightning.errors import exit_on_user_error
 
 # hparams that describe the training run, not the model: kept out so the file is the same from any machine
 RUN_ONLY_HPARAMS = ("distill",)
@@ -52,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("output", help="the weights-only file to write")
     parser.add_argument("--half", action="store_true", help="store floating-point weights in fp16")
     args = parser.parse_args(argv)
-    packed = pack(args.checkpoint, args.output, args.half)
+    with exit_on_user_error():  # a missing or unsafe checkpoint: one message, exit status 2
+        packed = pack(args.checkpoint, args.output, args.half)
     print(f"{packed['path']}: {packed['bytes'] / 1e6:.2f} MB, sha256 {packed['sha256']}")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from fer_lightning.data.device_aug import BatchAugment
@@ -53,3 +54,17 @@ def test_device_grid_rows_hold_the_stored_image_then_device_draws() -> None:
     windows = [mirrored[t : t + 40, x : x + 40] for t in range(9) for x in range(9)]
     assert any(np.array_equal(rows[1][1][4:44, 4:44], window) for window in windows)  # a mirrored 40x40 crop
     assert np.array_equal(device_grid(images, None, num=2, seed=0)[0][1], images[0])  # no device node: as stored
+
+
+def test_without_the_data_it_says_where_to_get_it_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """README's command on a fresh clone: the data-not-found message, no traceback, exit status 2."""
+    from fer_lightning.tools.show_aug import main
+
+    missing = tmp_path / "fer2013.csv"
+    with pytest.raises(SystemExit) as stop:
+        main(["aug=heavy", f"data.path={missing}", "--out", str(tmp_path / "grid.png")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: FER2013 data not found at {missing}" in err
+    assert "add data=synthetic" in err
+    assert not (tmp_path / "grid.png").exists()

@@ -56,7 +56,8 @@ def check_data_files(fmt: str, path: Path, votes_path: Path | None = None) -> No
             f"FER2013 data not found at {path.resolve()}.\n"
             f"  Download fer2013.csv (or fer2013.csv.gz, or Kaggle's fer2013.tar.gz) from Kaggle: {FER2013_SOURCE}\n"
             f"  and put it there, or point to it with data.path=/path/to/fer2013.csv\n"
-            f"  To try the framework on the embedded synthetic data instead: python train.py data=synthetic"
+            "  To try the framework on the embedded synthetic data instead, add data=synthetic to the command\n"
+            "  (python train.py data=synthetic)"
         )
     if fmt == "ferplus" and (votes_path is None or not votes_path.exists()):
         raise FileNotFoundError(

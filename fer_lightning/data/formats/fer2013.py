@@ -112,6 +112,7 @@ def parse_pixels(text: str, where: str, size: int = FER2013_SIZE) -> np.ndarray:
 
 def parse_row(row: dict[str, str], where: str, num_classes: int) -> tuple[np.ndarray, int, int]:
     """(image, label, usage index) of one CSV row, or a `DataFormatError` naming `where`."""
+    check_row_length(row, where)
     try:
         label = int(row["emotion"])
     except (TypeError, ValueError):
@@ -122,6 +123,18 @@ def parse_row(row: dict[str, str], where: str, num_classes: int) -> tuple[np.nda
     if row["Usage"] not in USAGES:
         raise DataFormatError(f"{where}: Usage must be one of {list(USAGES)}, got {row['Usage']!r}")
     return parse_pixels(row["pixels"] or "", where), label, USAGES.index(row["Usage"])
+
+
+def check_row_length(row: dict, where: str) -> None:
+    """csv.DictReader fills a short row's missing fields with None and puts a long row's extras under the key None:
+    name both plainly (a file cut off mid-row would otherwise read as a bad Usage value)."""
+    missing = [name for name in REQUIRED_COLUMNS if row.get(name) is None]
+    if missing:
+        present = len([value for key, value in row.items() if key is not None and value is not None])
+        message = f"{where}: row truncated: {present} of {len(row) - (None in row)} fields, missing {missing}"
+        raise DataFormatError(f"{message} (is the file cut off mid-row?)")
+    if None in row:
+        raise DataFormatError(f"{where}: {len(row[None])} field(s) more than the header's {len(row) - 1}")
 
 
 def check_columns(path: Path, fieldnames: list[str] | None, required: tuple[str, ...], expected: str) -> None:

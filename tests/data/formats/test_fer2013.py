@@ -95,6 +95,26 @@ def test_damaged_gzip_is_named(tmp_path: Path) -> None:
     assert str(path) in str(error.value)
 
 
+def test_a_file_cut_off_mid_row_says_row_truncated(fer_csv: Path, tmp_path: Path) -> None:
+    text = fer_csv.read_text()
+    last_comma = text.rstrip("\n").rfind(",")  # the final row loses its Usage field, as in an interrupted download
+    path = tmp_path / "cut.csv"
+    path.write_text(text[:last_comma])
+    line = text[:last_comma].count("\n") + 1
+    with pytest.raises(DataFormatError, match=r"row truncated: 2 of 3 fields, missing \['Usage'\]") as error:
+        read_fer2013_csv(path)
+    assert f"{path}, line {line}:" in str(error.value)
+
+
+def test_a_row_longer_than_the_header_is_named(fer_csv: Path, tmp_path: Path) -> None:
+    lines = fer_csv.read_text().splitlines()
+    lines[3] += ",extra"
+    path = tmp_path / "long.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match="line 4: 1 field\\(s\\) more than the header's 3"):
+        read_fer2013_csv(path)
+
+
 def test_header_only_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "fer2013.csv"
     path.write_text("emotion,pixels,Usage\n")
