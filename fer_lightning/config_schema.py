@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer_lightning.data.kfold import KFOLD_DEFAULTS, kfold_option_errors
 from fer_lightning.errors import UserError
 
 _ABSENT = object()
@@ -64,13 +65,26 @@ RULES = (
 
 
 def config_errors(cfg: DictConfig) -> list[str]:
-    """One message per bad value, `key=value: expected ...`, in RULES order; empty when all are good."""
+    """One message per bad value, `key=value: expected ...`, in RULES order, then the split keys; empty when all
+    are good."""
     errors = []
     for rule in RULES:
         value = OmegaConf.select(cfg, rule.key, default=_ABSENT)
         if value is not _ABSENT and not rule.accepts(value):
             errors.append(f"{rule.key}={value!r}: expected {rule.expected}")
-    return errors
+    return errors + split_errors(cfg)
+
+
+def split_errors(cfg: DictConfig) -> list[str]:
+    """data.split and, for `kfold`, data.folds / data.fold / data.kfold_pool: checked together, not by RULES, since
+    data.fold's range depends on data.folds. (Whether data.folds fits the smallest class needs the data: the
+    DataModule checks that at setup, before training.)"""
+    split = OmegaConf.select(cfg, "data.split", default=_ABSENT)
+    if split is _ABSENT:
+        return []  # no data node (export, predict)
+    keys = {"folds": "data.folds", "fold": "data.fold", "pool": "data.kfold_pool"}
+    values = {name: OmegaConf.select(cfg, key, default=KFOLD_DEFAULTS[name]) for name, key in keys.items()}
+    return kfold_option_errors(split, **values)
 
 
 def check_config(cfg: DictConfig) -> DictConfig:

@@ -23,6 +23,7 @@ from fer_lightning.data.device_loader import DeviceBatches, EpochPermutation, to
 from fer_lightning.data.formats import FER2013_SOURCE, SourceData, check_format, drop_blank_images, load_source
 from fer_lightning.data.formats.fer2013 import FER2013_CLASSES, FER2013_SIZE, check_policy
 from fer_lightning.data.formats.ferplus import LABEL_MODES
+from fer_lightning.data.kfold import check_kfold_options, split_rows
 from fer_lightning.data.resumable import (
     ResumableDataLoader,
     ResumableDeviceBatches,
@@ -32,7 +33,6 @@ from fer_lightning.data.resumable import (
 from fer_lightning.data.sampling import (
     BALANCE_MODES,
     SPLITS,
-    assign_splits,
     balanced_sampler,
     check_fractions,
     class_counts,
@@ -122,6 +122,9 @@ class FERDataModule(L.LightningDataModule):
         split: str = "usage",
         split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
+        folds: int = 5,
+        fold: int = 0,
+        kfold_pool: str = "train_val",
         balance: str = "none",
         loader: str = "auto",
         device_transform: nn.Module | None = None,
@@ -139,6 +142,7 @@ class FERDataModule(L.LightningDataModule):
         self.train_transform, self.eval_transform, self.tta = train_transform, eval_transform, tta
         self.synthetic, self.on_bad_rows, self.drop_blank = synthetic, on_bad_rows, drop_blank
         self.split, self.split_fractions, self.split_seed, self.balance = split, split_fractions, split_seed, balance
+        self.kfold = {"folds": folds, "fold": fold, "pool": kfold_pool}  # data.split=kfold only (kfold.py)
         # `loader` is taken by the method that builds a DataLoader, hence loader_kind
         self.loader_kind, self.device_transform, self.seed = loader, device_transform, seed or 0
         self.check_options()
@@ -158,6 +162,7 @@ class FERDataModule(L.LightningDataModule):
         check_format(self.format)
         check_policy(self.on_bad_rows)
         check_fractions(self.split_fractions)
+        check_kfold_options(self.split, **self.kfold)
         if len(self.class_names) != self.num_classes:
             raise UserError(
                 f"data.class_names has {len(self.class_names)} names but data.num_classes={self.num_classes}"
@@ -197,7 +202,10 @@ class FERDataModule(L.LightningDataModule):
         if self.drop_blank:
             data = drop_blank_images(data, self.path)
         self.check_targets(data.targets)
-        split = assign_splits(hard_labels(data.targets), data.split, self.split, self.split_fractions, self.split_seed)
+        split = split_rows(
+            hard_labels(data.targets), data.split, self.split, self.split_fractions, self.split_seed,
+            kfold=self.kfold, class_names=self.source_class_names,
+        )  # fmt: skip
         for index, name in enumerate(SPLITS):
             rows = np.flatnonzero(split == index)
             if not len(rows):

@@ -1,9 +1,12 @@
-"""A sweep's summary: one row per job directory, and per configuration (mean ± std over seeds) when seeds vary.
+"""A sweep's summary: one row per job directory, and per configuration (mean ± std over seeds and / or folds) when
+seeds or k-fold folds vary.
 
 `summary.csv` and `summary.md` list every job of the sweep directory (skipped, resumed, failed and killed ones
-included), best val/acc first. When the sweep varies `seed`, `summary_by_config.csv` and a second table in
-`summary.md` group the runs by their overrides minus `seed`: n runs, mean ± sample std (n - 1) of val/acc,
-test/acc and test/f1_macro, best mean val/acc first.
+included), best val/acc first. When the sweep varies `seed` or `data.fold` (k-fold cross-validation,
+`data.split=kfold`), `summary_by_config.csv` and a second table in `summary.md` group the runs by their overrides
+minus `seed` and `data.fold`: n runs, mean ± sample std (n - 1) of val/acc, test/acc and test/f1_macro, best mean
+val/acc first. Over folds, val/acc is the cross-validation estimate (each fold's val is its held-out fold), test/acc
+the spread of the k models on the one untouched test split.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ CONFIG_COLUMNS = (
     "n",
     "failed",
     "seeds",
+    "folds",
     *(f"{metric}_{stat}" for metric in AGGREGATED for stat in ("mean", "std")),
 )
 SEED_KEY = "seed"
+FOLD_KEY = "data.fold"  # k-fold cross-validation: one job per fold
+REPEAT_KEYS = (SEED_KEY, FOLD_KEY)  # what repeats a configuration: grouped over, not part of it
 
 
 def override_key(override: str) -> str:
@@ -110,22 +116,39 @@ def numbers_first(value: str) -> tuple:
         return (1, 0.0, value)
 
 
+def values_of(rows: list[dict], key: str) -> list[str]:
+    """The distinct values the rows' overrides give `key`, numbers in numeric order."""
+    values = {o.split("=", 1)[1] for row in rows for o in row["overrides"] if override_key(o) == key}
+    return sorted(values, key=numbers_first)
+
+
 def seeds_vary(rows: list[dict]) -> bool:
-    seeds = {o.split("=", 1)[1] for row in rows for o in row["overrides"] if override_key(o) == SEED_KEY}
-    return len(seeds) > 1
+    return len(values_of(rows, SEED_KEY)) > 1
+
+
+def folds_vary(rows: list[dict]) -> bool:
+    return len(values_of(rows, FOLD_KEY)) > 1
+
+
+def repeats_vary(rows: list[dict]) -> bool:
+    """Whether runs repeat a configuration (other seeds, other folds): then they are also summarised per config."""
+    return seeds_vary(rows) or folds_vary(rows)
 
 
 def group_by_config(rows: list[dict]) -> list[dict]:
-    """One row per configuration (overrides minus seed) with n successful runs and mean / std of each metric."""
+    """One row per configuration (overrides minus seed and fold) with n successful runs and mean / std of each
+    metric."""
     groups: dict[tuple[str, ...], list[dict]] = {}
     for row in rows:  # sorted key: the same configuration however its overrides were listed
-        groups.setdefault(tuple(sorted(without(row["overrides"], SEED_KEY))), []).append(row)
+        groups.setdefault(tuple(sorted(without(row["overrides"], *REPEAT_KEYS))), []).append(row)
     configs = []
     for members in groups.values():
         ok = [row for row in members if row["status"] == "ok"]
-        seeds = [o.split("=", 1)[1] for row in members for o in row["overrides"] if override_key(o) == SEED_KEY]
-        group = {"config": without(members[0]["overrides"], SEED_KEY), "n": len(ok), "failed": len(members) - len(ok)}
-        group["seeds"] = " ".join(sorted(seeds, key=numbers_first))
+        config = without(members[0]["overrides"], *REPEAT_KEYS)
+        group = {"config": config, "n": len(ok), "failed": len(members) - len(ok)}
+        # every seed / fold of the group, failed runs' included; each listed once (a fold x seed grid repeats them)
+        group["seeds"] = " ".join(values_of(members, SEED_KEY))
+        group["folds"] = " ".join(values_of(members, FOLD_KEY))
         for metric in AGGREGATED:
             values = [row[metric] for row in ok if usable(row.get(metric))]
             group[f"{metric}_mean"] = statistics.fmean(values) if values else None
@@ -136,11 +159,11 @@ def group_by_config(rows: list[dict]) -> list[dict]:
 
 def write_summary(sweep_dir: Path, rows: list[dict]) -> None:
     """summary.csv with every override of every job; summary.md with those that vary, the shared ones above;
-    summary_by_config.csv (and its table in summary.md) when the sweep varies the seed."""
+    summary_by_config.csv (and its table in summary.md) when the sweep varies the seed or the k-fold fold."""
     columns = row_columns(rows)
     write_csv(sweep_dir / "summary.csv", columns, [row | {"overrides": " ".join(row["overrides"])} for row in rows])
     by_config = sweep_dir / "summary_by_config.csv"
-    if seeds_vary(rows):
+    if repeats_vary(rows):
         configs = group_by_config(rows)
         write_csv(by_config, CONFIG_COLUMNS, [c | {"config": " ".join(c["config"])} for c in configs])
     else:
@@ -195,8 +218,9 @@ def summary_markdown(sweep_dir: Path, rows: list[dict]) -> str:
         f"Overrides shared by every job: `{' '.join(o for o in rows[0]['overrides'] if o in shared)}`" if rows else "",
         "",
     ]
-    if seeds_vary(rows):
-        lines += config_markdown(group_by_config(rows), shared) + ["", "## Runs", ""]
+    if repeats_vary(rows):
+        repeats = [key for key, vary in (("folds", folds_vary(rows)), ("seeds", seeds_vary(rows))) if vary]
+        lines += config_markdown(group_by_config(rows), shared, repeats) + ["", "## Runs", ""]
     columns = [c for c in row_columns(rows) if c != "dir" and (c != "resume" or skipped or resumed)]
     cells = [row | {"overrides": " ".join(o for o in row["overrides"] if o not in shared)} for row in rows]
     numeric = {c for c in columns if c not in ("status", "overrides", "error", "resume")}
@@ -204,16 +228,17 @@ def summary_markdown(sweep_dir: Path, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_markdown(configs: list[dict], shared: set[str]) -> list[str]:
-    """The by-configuration table: `mean ± std` cells (the std is left out of a single run)."""
+def config_markdown(configs: list[dict], shared: set[str], repeats: list[str]) -> list[str]:
+    """The by-configuration table: `mean ± std` cells (the std is left out of a single run); a `seeds` and / or
+    `folds` column for what the sweep repeats configurations over (`repeats`)."""
     cells = []
     for config in configs:
-        cell = {k: config[k] for k in ("rank", "n", "failed", "seeds")}
+        cell = {k: config[k] for k in ("rank", "n", "failed", "seeds", "folds")}
         cell["config"] = " ".join(o for o in config["config"] if o not in shared) or "(the shared overrides)"
         for metric in AGGREGATED:
             mean, std = config[f"{metric}_mean"], config[f"{metric}_std"]
             cell[metric] = "" if mean is None else f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
         cells.append(cell)
-    title = ["## By configuration (mean ± std over seeds, best mean val/acc first)", ""]
-    columns = ["rank", "config", "n", "failed", "seeds", *AGGREGATED]
+    title = [f"## By configuration (mean ± std over {' and '.join(repeats)}, best mean val/acc first)", ""]
+    columns = ["rank", "config", "n", "failed", *(key for key in ("seeds", "folds") if key in repeats), *AGGREGATED]
     return title + markdown_table(columns, cells, {"rank", "n", "failed", *AGGREGATED})
