@@ -286,7 +286,9 @@ def settle_speed_settings(cfg, net: nn.Module, clock: Clock = time.perf_counter)
         cfg.trainer.precision, channels_last, speed.get("try_compile", False), device, cfg.data.batch_size, net
     )
     result = None
-    if speed.get("autotune", False) and len(candidates) > 1 and single_device(cfg.trainer):
+    # a fast_dev_run checks a config in one batch: timing every setting first would take longer than the run
+    timing_wanted = speed.get("autotune", False) and not cfg.trainer.get("fast_dev_run")
+    if timing_wanted and len(candidates) > 1 and single_device(cfg.trainer):
         shape = (cfg.data.batch_size, cfg.data.in_chans, *(2 * [cfg.data.get("crop_size") or cfg.data.image_size]))
         optimizer_factory = _instantiate(cfg.optimizer)
         result = autotune(

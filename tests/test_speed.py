@@ -195,6 +195,9 @@ def test_settle_times_nothing_when_pinned_or_distributed(net, tmp_path, monkeypa
     cfg = compose_train(["trainer.accelerator=cpu", "speed.autotune=false"], tmp_path)
     assert settle_speed_settings(cfg, net) is None
     assert (cfg.trainer.precision, cfg.callbacks.channels_last.enabled) == (BF16, False)
+    cfg = compose_train(["debug=fast_dev_run"], tmp_path)  # one batch: timing every setting would take longer
+    assert settle_speed_settings(cfg, net) is None
+    assert (cfg.trainer.precision, cfg.callbacks.channels_last.enabled) == (BF16, False)
 
 
 def test_a_run_records_its_choice_and_a_resumed_run_keeps_it(fer_csv, tmp_path):
