@@ -114,12 +114,15 @@ def load_module(path: str | Path) -> FERLitModule:
 
 
 def apply_checkpoint_preprocessing(cfg: DictConfig, preprocessing: dict) -> None:
-    """The data must be fed as the model was trained: input size, crop and channels come from the checkpoint."""
+    """The data must be fed as the model was trained: input size, crop and channels come from the checkpoint, and
+    its mean/std (which the model's own buffers apply) are the data's, so none are computed from the train split."""
     with open_dict(cfg):
-        for key in ("image_size", "in_chans"):
+        for key in ("image_size", "in_chans", "mean", "std"):
             if preprocessing.get(key) is not None:
                 cfg.data[key] = preprocessing[key]
         cfg.aug.crop_size = preprocessing.get("crop_size")
+    if preprocessing.get("mean") is not None and preprocessing.get("std") is not None:
+        log.info("normalisation from the checkpoint: mean %.4f, std %.4f", preprocessing["mean"], preprocessing["std"])
 
 
 def check_num_classes(path: str | Path, module: FERLitModule, num_classes: int, data_path: str | Path) -> None:

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
+from fer_lightning.calibration import checkpoint_temperature
 from fer_lightning.checkpoint import apply_checkpoint_preprocessing, load_module, match_data_classes
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule, eval_metrics
@@ -46,16 +47,18 @@ class Member:
 
 
 class MemberProbabilities(L.LightningModule):
-    """`trainer.predict` for one member: (softmax probabilities, labels) per batch. FERLitModule has no
-    predict_step of its own (its batches carry labels), hence this wrapper."""
+    """`trainer.predict` for one member: (softmax probabilities, labels) per batch, at the member's stored
+    temperature (`eval.py calibrate=true`; 1 when it has none). FERLitModule has no predict_step of its own (its
+    batches carry labels), hence this wrapper."""
 
-    def __init__(self, member: FERLitModule) -> None:
+    def __init__(self, member: FERLitModule, temperature: float = 1.0) -> None:
         super().__init__()
-        self.member = member
+        self.member, self.temperature = member, temperature
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, ...]:
         images, targets = batch
-        return self.member(images).float().softmax(-1), targets  # float: under bf16 the mean would lose digits
+        logits = self.member(images).float()  # float: under bf16 the mean would lose digits
+        return (logits / self.temperature).softmax(-1), targets
 
 
 def load_members(paths: Sequence[str]) -> list[Member]:
@@ -93,7 +96,9 @@ def member_datamodules(cfg: DictConfig, members: Sequence[Member]) -> list[L.Lig
 
 def predict_split(trainer: L.Trainer, member: Member, datamodule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     datamodule.test_split = split  # test_dataloader never shuffles: every member sees the same order
-    outputs = trainer.predict(MemberProbabilities(member.module), datamodule.test_dataloader(), return_predictions=True)
+    temperature = checkpoint_temperature(member.preprocessing, member.path)
+    wrapper = MemberProbabilities(member.module, temperature)
+    outputs = trainer.predict(wrapper, datamodule.test_dataloader(), return_predictions=True)
     return torch.cat([probs for probs, _ in outputs]), torch.cat([targets for _, targets in outputs])
 
 

@@ -3,7 +3,9 @@
 The exported graph is the network with the checkpoint's normalisation baked in, so a consumer only divides
 pixels by 255: input `images`, float32 (N, C, S, S) in [0, 1] with S the model's input size (the crop size
 when it trained on crops) and gray repeated to C channels; output `logits` (N, classes), softmax for
-probabilities. The batch dimension is dynamic. ONNX files carry the class names and preprocessing as metadata.
+probabilities. A calibrated checkpoint's temperature (`eval.py calibrate=true`) is in the graph too: its `logits`
+are the network's divided by T, so their softmax gives the calibrated probabilities (argmax unchanged). The batch
+dimension is dynamic. ONNX files carry the class names, preprocessing and temperature as metadata.
 
 Every export is run back (ONNX Runtime, or the saved TorchScript file) on a batch of another size than the one
 traced, and compared with the PyTorch model; a difference above `check.atol` (1e-5) fails the export.
@@ -23,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from fer_lightning.calibration import checkpoint_temperature
 from fer_lightning.checkpoint import load_module
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule
@@ -37,16 +40,19 @@ class ExportCheckError(RuntimeError):
 
 
 class InferenceModel(nn.Module):
-    """Normalisation + network: float pixels in [0, 1] -> logits, the function every export contains."""
+    """Normalisation + network (+ the checkpoint's temperature): float pixels in [0, 1] -> logits, the function
+    every export contains. Without a temperature (T = 1) the graph has no division by it."""
 
     def __init__(self, module: FERLitModule) -> None:
         super().__init__()
         self.net = module.net
         self.register_buffer("mean", module.input_mean.detach().clone())
         self.register_buffer("std", module.input_std.detach().clone())
+        self.temperature = checkpoint_temperature(module.hparams.get("preprocessing"))  # a constant of the graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net((images - self.mean) / self.std)
+        logits = self.net((images - self.mean) / self.std)
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
 
 def input_shape(module: FERLitModule) -> tuple[int, int, int]:
@@ -176,12 +182,14 @@ def export_model(
                 "class_names": json.dumps(list(module.class_names)),
                 "preprocessing": json.dumps(preprocessing),
                 "input": f"float32 (N, {shape[0]}, {shape[1]}, {shape[2]}) gray pixels / 255, normalisation included",
+                "temperature": json.dumps(model.temperature),
             },
         )
     else:
         export_torchscript(model, path, example)
     diff = check_export(fmt, path, model, example_batch(shape, check_batch, seed=1), atol)
-    return {"format": fmt, "path": str(path), "input_shape": [None, *shape], "max_abs_diff": diff, "atol": atol}
+    result = {"format": fmt, "path": str(path), "input_shape": [None, *shape], "max_abs_diff": diff, "atol": atol}
+    return result | {"temperature": model.temperature}
 
 
 def run_export(cfg: DictConfig) -> dict:

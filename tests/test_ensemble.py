@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fer_lightning.checkpoint import CheckpointError, build_checkpoint, load_module, save_checkpoint
-from fer_lightning.ensemble import check_same_labels
+from fer_lightning.ensemble import MemberProbabilities, check_same_labels
 from fer_lightning.evaluation import run_eval
 from fer_lightning.models import create_model
 from tests.conftest import compose_train, write_fer_csv, write_image_folder
@@ -241,3 +241,19 @@ def test_eval_script_with_a_list_of_checkpoints(data: Path, tmp_path: Path) -> N
     table = result.stdout[result.stdout.index("model  ") :]
     for row in ("member 1", "member 2", "64px", "ensemble"):
         assert row in table
+
+
+def test_a_member_contributes_its_probabilities_at_its_stored_temperature() -> None:
+    """A member calibrated by `eval.py calibrate=true` enters the mean as predict and export use it."""
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+
+    class FixedLogits(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return logits
+
+    batch = (torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]))
+    probabilities, targets = MemberProbabilities(FixedLogits(), temperature=2.0).predict_step(batch, 0)
+    torch.testing.assert_close(probabilities, (logits / 2.0).softmax(-1))
+    assert torch.equal(targets, batch[1])
+    uncalibrated, _ = MemberProbabilities(FixedLogits()).predict_step(batch, 0)
+    torch.testing.assert_close(uncalibrated, logits.softmax(-1))

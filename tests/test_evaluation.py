@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fer_lightning.checkpoint import CheckpointError
+from fer_lightning.errors import UserError
 from fer_lightning.evaluation import run_eval
 from fer_lightning.training import run_training
 from tests.conftest import FER2013_ORDER, compose_train, write_fer_csv, write_image_folder
@@ -146,3 +147,85 @@ def test_an_image_folder_of_other_class_names_is_refused_naming_both(
 
 def load_class_names(ckpt: Path) -> list[str]:
     return torch.load(ckpt, weights_only=True)["hyper_parameters"]["class_names"]
+
+
+SYNTHETIC = [
+    "data=synthetic",
+    "+data.synthetic.num_train=70",
+    "+data.synthetic.num_val=42",
+    "+data.synthetic.num_test=42",
+]
+
+
+@pytest.fixture(scope="module")
+def overconfident(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The embedded synthetic data, small, and an untrained model made 4x too sure of its varied predictions."""
+    root = tmp_path_factory.mktemp("calibrate")
+    ckpt = checkpoint(root / "model.ckpt", seed=1)
+    saved = torch.load(ckpt, weights_only=True)
+    for key in ("net.fc.weight", "net.fc.bias"):
+        saved["state_dict"][key] *= 4.0
+    torch.save(saved, ckpt)
+    return {"ckpt": ckpt, "data": root / "synthetic.csv"}
+
+
+def test_calibrate_writes_a_calibrated_checkpoint_reliability_diagrams_and_ece(
+    overconfident: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt, original = overconfident["ckpt"], overconfident["ckpt"].read_bytes()
+    cfg = eval_cfg(tmp_path, *SYNTHETIC, f"data.path={overconfident['data']}", f"ckpt_path={ckpt}", "calibrate=true")
+    with caplog.at_level(logging.INFO):
+        metrics = run_eval(cfg)
+    assert "normalisation from the checkpoint: mean 0.5000, std 0.5000" in caplog.text
+    assert "normalisation from the train split" not in caplog.text  # the model normalises with the checkpoint's
+    calibrated = ckpt.with_name("model.calibrated.ckpt")
+    assert metrics["calibrated_checkpoint"] == str(calibrated)
+    assert ckpt.read_bytes() == original
+    temperature = metrics["calibrated_temperature"]
+    assert torch.load(calibrated, weights_only=True)["hyper_parameters"]["preprocessing"]["temperature"] == temperature
+    assert temperature > 1.5
+    assert metrics["temperature"] == 1.0
+    for split in ("val", "test"):
+        assert (Path(cfg.paths.output_dir) / f"reliability_{split}.png").stat().st_size > 0
+        assert 0 <= metrics[f"{split}/ece_calibrated"] <= 1
+        assert 0 <= metrics[f"{split}/ece"] <= 1
+    assert metrics["val/nll_calibrated"] < metrics["val/nll"]  # fitted on val: its NLL can only fall
+    assert metrics["val/ece_calibrated"] < metrics["val/ece"]
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["test/ece_calibrated"] == pytest.approx(metrics["test/ece_calibrated"])
+
+    # the calibrated checkpoint evaluates like any: the same accuracy, its stored T applied to the ECE
+    again = run_eval(eval_cfg(tmp_path / "again", *SYNTHETIC, f"data.path={overconfident['data']}",
+                              f"ckpt_path={calibrated}"))  # fmt: skip
+    assert again["temperature"] == temperature
+    assert "calibrated_checkpoint" not in again
+    for split in ("val", "test"):
+        assert again[f"{split}/acc"] == metrics[f"{split}/acc"]
+        assert again[f"{split}/f1_macro"] == metrics[f"{split}/f1_macro"]
+        assert again[f"{split}/ece"] == pytest.approx(metrics[f"{split}/ece_calibrated"], abs=1e-6)
+
+
+def test_eval_script_calibrates_and_reports_ece_before_and_after(
+    overconfident: dict[str, Path], tmp_path: Path
+) -> None:
+    result = run_script(
+        "eval.py", *SYNTHETIC, f"data.path={overconfident['data']}", f"ckpt_path={overconfident['ckpt']}",
+        "calibrate=true", f"calibrated_ckpt_path={tmp_path / 'out' / 'cal.ckpt'}", "split=test",
+        "data.num_workers=0", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path}/eval", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fitted on val (42 images); val/ece " in result.stdout
+    assert ", test/ece " in result.stdout
+    assert f"Calibrated checkpoint (T stored in its preprocessing): {tmp_path / 'out' / 'cal.ckpt'}" in result.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"val/ece", "val/ece_calibrated", "test/ece", "test/ece_calibrated"} <= set(metrics)  # val: to fit on
+    assert (tmp_path / "out" / "cal.ckpt").is_file()
+
+
+def test_calibrate_refuses_an_ensemble_and_a_non_boolean(overconfident: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = overconfident["ckpt"]
+    ensemble = eval_cfg(tmp_path, *SYNTHETIC, f"ckpt_path=[{ckpt},{ckpt}]", "calibrate=true")
+    with pytest.raises(UserError, match="calibrate=true fits the temperature of one checkpoint"):
+        run_eval(ensemble)
+    with pytest.raises(UserError, match="calibrate='yes': expected true or false"):
+        run_eval(eval_cfg(tmp_path, *SYNTHETIC, f"ckpt_path={ckpt}", "calibrate=yes"))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lightning.calibration import write_calibrated_checkpoint
 from fer_lightning.checkpoint import build_checkpoint, load_module, save_checkpoint
 from fer_lightning.export import InferenceModel, onnx_outputs, quiet_torch_warnings, run_export
 from fer_lightning.models import create_model
@@ -87,3 +88,35 @@ def test_inference_model_is_the_module(tmp_path: Path) -> None:
     images = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(InferenceModel(module)(images), module(images))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_calibrated_checkpoint_exports_its_temperature(fmt: str, tmp_path: Path) -> None:
+    """The exported logits are the network's divided by T: ONNX Runtime / TorchScript match torch's to 1e-5, their
+    softmax is the calibrated probabilities, their argmax the uncalibrated model's."""
+    ckpt = checkpoint(tmp_path / "m.ckpt", "simple_cnn", image_size=48)
+    calibrated = write_calibrated_checkpoint(ckpt, 2.5, {"split": "val"})
+    result = export(calibrated, fmt, tmp_path)
+    assert result["temperature"] == 2.5
+    assert result["max_abs_diff"] <= 1e-5
+
+    pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (6, 1, 48, 48), dtype=np.uint8))
+    inputs = pixels.float().div(255)
+    if fmt == "onnx":
+        got = onnx_outputs(Path(result["path"]), inputs.numpy())
+        metadata = {p.key: p.value for p in onnx.load(result["path"]).metadata_props}
+        assert json.loads(metadata["temperature"]) == 2.5
+        assert json.loads(metadata["preprocessing"])["temperature"] == 2.5
+    else:
+        with torch.no_grad(), quiet_torch_warnings():
+            got = torch.jit.load(result["path"])(inputs).numpy()
+    raw = reference(ckpt, pixels)
+    np.testing.assert_allclose(got, raw / 2.5, atol=1e-5, rtol=0)
+    probs = torch.from_numpy(got).softmax(-1)
+    torch.testing.assert_close(probs, torch.from_numpy(raw / 2.5).softmax(-1), atol=1e-6, rtol=0)
+    assert np.array_equal(got.argmax(-1), raw.argmax(-1))
+
+
+def test_an_uncalibrated_export_has_temperature_one(tmp_path: Path) -> None:
+    module = load_module(checkpoint(tmp_path / "m.ckpt", "simple_cnn", image_size=48))
+    assert InferenceModel(module).temperature == 1.0

@@ -2,7 +2,8 @@
 
 For every frame: detect faces, crop them as the checkpoint's preprocessing says (size, crop, channels; the
 model normalises), classify them in one batch, and write
-- `predictions.jsonl`: one record per face (file, frame, box, label, confidence, every class probability);
+- `predictions.jsonl`: one record per face (file, frame, box, label, confidence, every class probability: the
+  softmax of the logits divided by the checkpoint's temperature when it stores one, `eval.py calibrate=true`);
 - `files.json`: one record per input file with its status (ok, no_face, not_media, unreadable), so problems
   with single files are reported without stopping the batch;
 - `annotated/`: each image with a face, and each video, with boxes, labels and confidences drawn.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from fer_lightning.calibration import checkpoint_temperature
 from fer_lightning.checkpoint import load_module
 from fer_lightning.data.views import CenterCrop
 from fer_lightning.errors import UserError
@@ -61,6 +63,7 @@ class EmotionClassifier:
         self.image_size = int(info.get("image_size") or 48)
         self.in_chans = int(info.get("in_chans") or module.hparams.in_chans)
         self.crop = CenterCrop(info.get("crop_size"))
+        self.temperature = checkpoint_temperature(info)  # 1.0: the logits as they are
         self.margin = margin
         self.class_names = list(module.class_names)
         self.seconds = 0.0  # time spent in the model, for the classifier-only throughput
@@ -82,7 +85,7 @@ class EmotionClassifier:
             return []
         images = self.batch(gray, boxes).to(self.device)
         start = time.perf_counter()
-        probs = torch.softmax(self.module(images).float(), dim=1).cpu().numpy()
+        probs = torch.softmax(self.module(images).float() / self.temperature, dim=1).cpu().numpy()
         self.seconds += time.perf_counter() - start
         self.faces += len(boxes)
         return [
@@ -214,6 +217,7 @@ def run_predict(cfg: DictConfig) -> dict:
     faces = sum(r.faces for r in reports)
     summary = {
         "checkpoint": str(cfg.ckpt_path),
+        "temperature": classifier.temperature,
         "files": [asdict(r) for r in reports],
         "frames": predictor.frames,
         "faces": faces,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lightning.calibration import write_calibrated_checkpoint
 from fer_lightning.checkpoint import build_checkpoint, save_checkpoint
 from fer_lightning.errors import UserError
 from fer_lightning.models import create_model
@@ -180,3 +181,18 @@ def test_full_frame_detector_for_already_cropped_faces(ckpt: Path, tmp_path: Pat
     cv2.imwrite(str(image), cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA))
     _, records, _ = predict(ckpt, image, tmp_path, "detector=full_frame", "annotate=false")
     assert [r["box"] for r in records] == [[0, 0, 48, 48]]
+
+
+def test_a_calibrated_checkpoint_predicts_softmax_of_logits_over_its_temperature(ckpt: Path, tmp_path: Path) -> None:
+    gray = cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2GRAY)
+    boxes = [ASTRONAUT_FACE, (10, 10, 120, 120), (300, 200, 150, 150)]
+    plain = EmotionClassifier.from_checkpoint(ckpt)
+    calibrated = EmotionClassifier.from_checkpoint(write_calibrated_checkpoint(ckpt, 3.0, {}, tmp_path / "c.ckpt"))
+    assert (plain.temperature, calibrated.temperature) == (1.0, 3.0)
+    with torch.no_grad():
+        logits = plain.module(plain.batch(gray, boxes)).float()
+    faces = calibrated(gray, boxes)
+    got = torch.tensor([list(face.probs.values()) for face in faces])
+    torch.testing.assert_close(got, torch.softmax(logits / 3.0, dim=1), atol=1e-6, rtol=0)
+    assert [face.label for face in faces] == [face.label for face in plain(gray, boxes)]  # the argmax unchanged
+    assert [face.confidence for face in faces] == pytest.approx(got.max(1).values.tolist())
