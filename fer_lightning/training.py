@@ -22,6 +22,7 @@ from fer_lightning.loggers import finish_loggers, log_run_config
 from fer_lightning.models.table import count_macs
 from fer_lightning.speed import SPEED_RECORD, SpeedSetting, apply_speed_setting, settle_speed_settings
 from fer_lightning.sweep.jobs import multirun_ddp_job
+from fer_lightning.utils.html_report import write_html_report_safely
 from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
@@ -110,6 +111,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         module.test_report = test_report
         report_test(module, datamodule, output_dir, metrics, best)
+        write_html_report_safely(output_dir)  # report.html; a failure is a warning, never the run's
     return metrics
 
 

@@ -23,6 +23,7 @@ from fer_lightning.sweep.summary import (
     summary_markdown,
     write_summary,
 )
+from fer_lightning.utils.html_report import write_html_report_safely
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class SweepSummary(Callback):
             return
         rows = sort_rows(collect_rows(sweep_dir))
         write_summary(sweep_dir, rows)
+        write_html_report_safely(sweep_dir)  # report.html; a failure is a warning, never the sweep's
         ok = sum(row["status"] == "ok" for row in rows)
         log.info("sweep summary (%d ok, %d not): %s", ok, len(rows) - ok, sweep_dir / "summary.md")
         print(f"\n{summary_markdown(sweep_dir, rows)}")
