@@ -4,9 +4,10 @@ html_report); train.py writes it at the end of every run, and a multirun at the 
 
 A run's page: the headline metrics (metrics.json), its learning curves (csv/metrics.csv, from `logger=csv`), the
 test split's confusion matrix and per-class table (confusion_matrix_test.png, per_class_test.json) and those of any
-other split a later eval wrote. A sweep's page: its summary table (summary.csv, or the job directories when the
-sweep has none yet), every job's val/acc curve on one figure, and links to the jobs' own pages. Whatever is missing
-(a run still training, a failed job, another logger) is said to be "not available".
+other split a later eval wrote, with eval's reliability diagram (reliability_<split>.png) where there is one. A
+sweep's page: its summary table (summary.csv, or the job directories when the sweep has none yet), every job's
+val/acc curve on one figure, and links to the jobs' own pages. Whatever is missing (a run still training, a failed
+job, another logger) is said to be "not available".
 """
 
 from __future__ import annotations
@@ -167,6 +168,9 @@ def split_section(run_dir: Path, split: str) -> str:
     if report is None and not (run_dir / f"confusion_matrix_{split}.png").exists():
         return heading + not_available(f"{split} split report", why or "the run has not been tested yet")
     parts = [heading, confusion_matrix_img(run_dir, split, report)]
+    reliability = run_dir / f"reliability_{split}.png"  # eval.py's, before / after calibration
+    if reliability.exists():
+        parts.append(png_img(reliability.read_bytes(), f"reliability diagram ({split})"))
     if report is None or "classes" not in report:
         return "".join([*parts, not_available(f"per-class table ({split})", why)])
     matrix = report.get("confusion_matrix") or []

@@ -237,3 +237,9 @@ def test_the_page_renders_in_headless_chromium(tmp_path: Path, kind: str) -> Non
     dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "p2").stdout
     assert f"<h1>fer-report: {target.name}</h1>" in dom
     assert len(images(dom)) == len(images(page.read_text())) >= 1
+
+
+def test_an_eval_directory_shows_its_reliability_diagrams(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", ["data=synthetic"], [0.2, 0.3])
+    (run_dir / "reliability_test.png").write_bytes((run_dir / "confusion_matrix_test.png").read_bytes())
+    assert "reliability diagram (test)" in images(write_html_report(run_dir).read_text())
