@@ -11,19 +11,24 @@ import pytest
 import fer_lightning.training  # noqa: F401 (imports lightning first, as any run does: the import adds its handler)
 from fer_lightning.cli import listed_trainer_plus, log_lightning_once
 from tests.conftest import write_fer_csv
-from tests.scripts import run_script
+from tests.scripts import finish_script, run_script, script_env, start_script
 
 
 def test_train_script_prints_each_lightning_line_once(tmp_path: Path) -> None:
     data = write_fer_csv(tmp_path / "fer.csv", {"Training": 8, "PublicTest": 4, "PrivateTest": 4})
     overrides = ["debug=fast_dev_run", f"data.path={data}", "data.batch_size=4", "speed.autotune=false"]
-    result = run_script("train.py", *overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, timeout=300)
+    env = script_env(tmp_path)
+    env.pop("COLUMNS", None)  # captured output, as in CI or a log file: Rich alone would cut it at 80 columns
+    process = start_script("train.py", *overrides, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path, env=env)
+    result = finish_script(process, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
     assert console.count("GPU available:") == 1, console[-3000:]  # Lightning's Trainer banner
     assert console.count("Seed set to 42") == 1  # lightning.fabric's
     (log_file,) = (tmp_path / "run").glob("*.log")  # Hydra's job log
     assert "GPU available:" in log_file.read_text()
+    # the config tree's paths whole, however long tmp_path is
+    assert f"dirpath: {tmp_path}/run/checkpoints\n" in result.stdout
 
 
 @pytest.fixture
