@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 JOB_FILE, ERROR_FILE, METRICS_FILE = "job.json", "error.txt", "metrics.json"
+OVERRIDES_FILE = ".hydra/overrides.yaml"  # Hydra's, in every job directory
 METRIC_COLUMNS = ("val/acc", "test/acc", "test/f1_macro", "epochs", "wall_time_s")
 # shown when some job has them: the model's size and speed (training.model_costs / training_rate) and PrivateTest
 # under `report_tta`'s views (`test_flip/acc`, ...), for leaderboards (experiment=leaderboard)
@@ -56,21 +58,43 @@ def job_identity(overrides: Iterable[str]) -> list[str]:
     return without(overrides, "resume")
 
 
+def read_overrides(path: Path) -> list[str]:
+    """A job's `.hydra/overrides.yaml` (Hydra's list of command-line overrides)."""
+    overrides = OmegaConf.load(path)
+    if not OmegaConf.is_list(overrides):
+        raise ValueError(f"expected a list of overrides, got {type(overrides).__name__}")
+    return [str(override) for override in overrides]
+
+
+def read_job_files(files: dict[str, Path]) -> tuple[dict, dict, str]:
+    """(job.json record, metrics.json, problem) of one job. A damaged file (cut off, not JSON / YAML) is named in
+    `problem`, the row's error, so that one broken job never stops the summary of the others."""
+    record, metrics = {}, {}
+    for name, path in files.items():
+        if not path.exists() or (name == OVERRIDES_FILE and "overrides" in record):
+            continue
+        try:
+            if name == OVERRIDES_FILE:
+                record["overrides"] = read_overrides(path)
+            else:
+                (record if name == JOB_FILE else metrics).update(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, yaml.YAMLError) as error:  # JSON and decoding errors are ValueErrors
+            return record, {}, f"{path}: cannot be read ({type(error).__name__}: {error})"
+    return record, metrics, ""
+
+
 def collect_rows(sweep_dir: Path) -> list[dict]:
     """One row per job directory (one holding `job.json`, `metrics.json` or Hydra's `.hydra/`)."""
     rows = []
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = {name: job_dir / name for name in (JOB_FILE, METRICS_FILE, ".hydra/overrides.yaml")}
+        files = {name: job_dir / name for name in (JOB_FILE, METRICS_FILE, OVERRIDES_FILE)}
         if not any(path.exists() for path in files.values()):
             continue  # not a job directory
-        record = json.loads(files[JOB_FILE].read_text()) if files[JOB_FILE].exists() else {}
-        metrics = json.loads(files[METRICS_FILE].read_text()) if files[METRICS_FILE].exists() else {}
-        if "overrides" not in record and files[".hydra/overrides.yaml"].exists():
-            record["overrides"] = list(OmegaConf.load(files[".hydra/overrides.yaml"]))
+        record, metrics, damaged = read_job_files(files)
         row = {"job": record.get("job", job_dir.name), "overrides": job_identity(record.get("overrides", []))}
         row |= {key: metrics.get(key) for key in METRIC_COLUMNS}
         row |= {key: value for key, value in metrics.items() if key in COST_COLUMNS or is_view_accuracy(key)}
-        row["error"] = record.get("error") or ("" if metrics else "no result: killed, or still running")
+        row["error"] = damaged or record.get("error") or ("" if metrics else "no result: killed, or still running")
         row["status"] = "failed" if row["error"] else "ok"
         row["resume"] = record.get("resume", "")
         row["dir"] = job_dir.name

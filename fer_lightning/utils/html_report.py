@@ -20,10 +20,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
 from fer_lightning.errors import UserError
-from fer_lightning.sweep.summary import JOB_FILE, collect_rows, format_cell, sort_rows
+from fer_lightning.sweep.summary import JOB_FILE, OVERRIDES_FILE, collect_rows, format_cell, read_overrides, sort_rows
 from fer_lightning.utils.html_report_plots import (
     curve,
     fit_rows,
@@ -183,8 +183,11 @@ def split_section(run_dir: Path, split: str) -> str:
 
 
 def overrides_section(run_dir: Path) -> str:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = " ".join(map(str, OmegaConf.load(path))) if path.exists() else ""
+    path = run_dir / OVERRIDES_FILE
+    try:
+        overrides = " ".join(read_overrides(path)) if path.exists() else ""
+    except (OSError, ValueError, yaml.YAMLError) as error:  # a damaged file: said on the page, the rest still shown
+        return not_available(f"{path}", f"cannot be read: {type(error).__name__}")
     text = f"<code>{esc(overrides)}</code>" if overrides else "none"
     return f'<p class="note">Directory <code>{esc(run_dir)}</code>; overrides: {text}.</p>'
 

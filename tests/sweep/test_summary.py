@@ -155,3 +155,18 @@ def test_a_plain_sweep_has_no_leaderboard_columns(tmp_path: Path) -> None:
     fake_job(tmp_path, "0", ["lr=1"], metrics(0.60, 0.58))
     write_summary(tmp_path, sort_rows(collect_rows(tmp_path)))
     assert not {"params", "macs", "train_images_per_s", "test_flip/acc"} & set(read_summary(tmp_path)[0])
+
+
+def test_a_job_with_a_damaged_file_is_a_failed_row_naming_it_and_the_others_are_kept(tmp_path: Path) -> None:
+    fake_job(tmp_path, "0", ["model=a"], metrics(0.6, 0.58))
+    fake_job(tmp_path, "1", ["model=b"], metrics(0.5, 0.48))
+    fake_job(tmp_path, "2", ["model=c"])
+    (tmp_path / "1" / "metrics.json").write_text('{"val/acc": 0.5, "test/a')  # cut off mid-write
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("- model=c\n- [unclosed\n")
+    rows = {row["job"]: row for row in collect_rows(tmp_path)}
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == rows["2"]["status"] == "failed"
+    assert rows[1]["error"].startswith(f"{tmp_path / '1' / 'metrics.json'}: cannot be read (JSONDecodeError")
+    assert rows["2"]["error"].startswith(f"{tmp_path / '2' / '.hydra' / 'overrides.yaml'}: cannot be read (")
+    write_summary(tmp_path, sort_rows(list(rows.values())))
+    assert len(read_summary(tmp_path)) == 3

@@ -243,3 +243,11 @@ def test_an_eval_directory_shows_its_reliability_diagrams(tmp_path: Path) -> Non
     run_dir = make_run(tmp_path / "run", ["data=synthetic"], [0.2, 0.3])
     (run_dir / "reliability_test.png").write_bytes((run_dir / "confusion_matrix_test.png").read_bytes())
     assert "reliability diagram (test)" in images(write_html_report(run_dir).read_text())
+
+
+def test_a_damaged_overrides_file_is_named_on_the_page_and_the_rest_shown(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", ["data=synthetic"], [0.2, 0.3])
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- data=synthetic\n- [unclosed\n")
+    page = write_html_report(run_dir).read_text()
+    assert "overrides.yaml: not available (cannot be read: " in page
+    assert images(page) == ["loss", "accuracy and macro-F1", "learning rate", "confusion matrix (test)"]
