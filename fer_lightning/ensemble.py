@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from fer_lightning.calibration import checkpoint_temperature
+from fer_lightning.calibration import checkpoint_temperature, expected_calibration_error, plot_reliability
 from fer_lightning.checkpoint import apply_checkpoint_preprocessing, load_module, match_data_classes
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule, eval_metrics
@@ -33,7 +33,7 @@ from fer_lightning.speed import eval_precision
 from fer_lightning.utils.report import per_class_accuracy, write_metrics_json, write_run_config, write_split_report
 from fer_lightning.utils.rich_config import print_config_tree
 
-SCALARS = ("acc", "f1_macro", "loss")
+SCALARS = ("acc", "f1_macro", "loss", "ece")
 
 
 @dataclass
@@ -119,6 +119,8 @@ def score(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]
     values = metrics.compute()
     soft = targets.float() if targets.is_floating_point() else F.one_hot(targets, probs.shape[-1]).float()
     values["loss"] = -(soft * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(-1).mean()
+    values["ece"] = torch.tensor(expected_calibration_error(probs, targets))  # as a single eval reports it
+    values["probs"], values["targets"] = probs, targets  # for the reliability diagram
     return values
 
 
@@ -170,6 +172,8 @@ def run_ensemble_eval(cfg: DictConfig) -> dict:
         for entry, values in zip(entries, per_member, strict=True):
             entry |= {f"{split}/{key}": values[key].item() for key in SCALARS}
         write_split_report(output_dir, split, ensemble["confmat"].numpy(), class_names)
+        panel = (f"{split}: ensemble of {len(members)} (mean of probabilities)", ensemble["probs"])
+        plot_reliability([panel], ensemble["targets"], output_dir / f"reliability_{split}.png")
     metrics["members"] = entries
     write_run_config(output_dir, cfg)
     write_metrics_json(output_dir / "metrics.json", metrics)

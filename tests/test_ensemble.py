@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lightning.calibration import expected_calibration_error
 from fer_lightning.checkpoint import CheckpointError, build_checkpoint, load_module, save_checkpoint
 from fer_lightning.ensemble import MemberProbabilities, check_same_labels
 from fer_lightning.evaluation import run_eval
@@ -137,8 +138,13 @@ def test_ensemble_accuracy_is_that_of_the_averaged_member_probabilities(data: Pa
         assert not torch.allclose(probs[0], probs[1])
         assert metrics[f"{split}/acc"] == pytest.approx(accuracy((probs[0] + probs[1]) / 2, labels), abs=1e-6)
         assert metrics[f"{split}/loss"] == pytest.approx(nll((probs[0] + probs[1]) / 2, labels), rel=1e-5)
+        mean, targets = (probs[0] + probs[1]) / 2, torch.from_numpy(labels)
+        assert metrics[f"{split}/ece"] == pytest.approx(expected_calibration_error(mean, targets), abs=1e-5)
         for member, member_probs in zip(metrics["members"], probs, strict=True):
             assert member[f"{split}/acc"] == pytest.approx(accuracy(member_probs, labels), abs=1e-6)
+            ece = expected_calibration_error(member_probs, targets)
+            assert member[f"{split}/ece"] == pytest.approx(ece, abs=1e-5)
+        assert (tmp_path / "run" / f"reliability_{split}.png").stat().st_size > 0
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [m["ckpt_path"] for m in saved["members"]] == [str(a), str(b)]
     assert saved["members"][1]["preprocessing"] | {} == {
