@@ -153,7 +153,8 @@ def run(argv: Sequence[str] | None = None) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: what `run` prints, exit status 0 (a script's return value would become its status)."""
+    """The console script: what `run` prints, exit status 0, or 2 with one message on a user error (a script's
+    return value would become its status, hence None)."""
     with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
         run(argv)
 

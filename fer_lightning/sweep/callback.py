@@ -17,8 +17,10 @@ from fer_lightning.sweep.summary import (
     ERROR_FILE,
     JOB_FILE,
     METRICS_FILE,
+    OVERRIDES_FILE,
     collect_rows,
     job_identity,
+    read_overrides,
     sort_rows,
     summary_markdown,
     write_summary,
@@ -45,9 +47,9 @@ def recorded_overrides(job_dir: Path, hydra_record: bool = True) -> list[str] | 
     record = read_record(job_dir)
     if "overrides" in record:
         return job_identity(record["overrides"])
-    hydra_file = job_dir / ".hydra" / "overrides.yaml"
+    hydra_file = job_dir / OVERRIDES_FILE
     if hydra_record and hydra_file.exists():
-        return job_identity(OmegaConf.load(hydra_file))
+        return job_identity(read_overrides(hydra_file))
     return None
 
 

@@ -36,7 +36,7 @@ from fer_lightning.utils.html_report_plots import (
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-RUN_MARKERS = ("metrics.json", "csv/metrics.csv", ".hydra/overrides.yaml")
+RUN_MARKERS = ("metrics.json", "csv/metrics.csv", OVERRIDES_FILE)
 SWEEP_MARKERS = ("summary.csv", "multirun.yaml")
 HEADLINE = ("val/acc", "test/acc", "test/f1_macro", "val/f1_macro", "val/loss", "test/loss", "epochs", "wall_time_s")
 HIDDEN_SUMMARY_COLUMNS = ("dir",)
