@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from fer_lightning.calibration import checkpoint_temperature, expected_calibration_error, plot_reliability
 from fer_lightning.checkpoint import apply_checkpoint_preprocessing, load_module, match_data_classes
+from fer_lightning.ensemble_select import check_selection, rank_subsets, selection_entry, write_subsets_report
 from fer_lightning.errors import UserError
 from fer_lightning.lit_module import FERLitModule, eval_metrics
 from fer_lightning.losses import hard_targets
@@ -124,10 +125,10 @@ def score(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]
     return values
 
 
-def evaluate_split(
+def member_probabilities(
     trainer: L.Trainer, members: Sequence[Member], datamodules: Sequence, split: str
-) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """The ensemble's metrics and each member's, on one split."""
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each member's probabilities on one split, and the labels they all saw."""
     member_probs, reference = [], None
     for member, datamodule in zip(members, datamodules, strict=True):
         probs, targets = predict_split(trainer, member, datamodule, split)
@@ -135,8 +136,15 @@ def evaluate_split(
             reference = (member.path, targets)
         check_same_labels(reference, member.path, targets, split)
         member_probs.append(probs)
-    targets = reference[1]
-    return score(torch.stack(member_probs).mean(0), targets), [score(probs, targets) for probs in member_probs]
+    return member_probs, reference[1]
+
+
+def evaluate_split(
+    member_probs: Sequence[torch.Tensor], targets: torch.Tensor, chosen: Sequence[int]
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The ensemble's metrics (the chosen members' mean probabilities) and each member's, on one split."""
+    ensemble = torch.stack([member_probs[index] for index in chosen]).mean(0)
+    return score(ensemble, targets), [score(probs, targets) for probs in member_probs]
 
 
 def member_entry(member: Member, datamodule) -> dict:
@@ -148,8 +156,11 @@ def member_entry(member: Member, datamodule) -> dict:
 
 def run_ensemble_eval(cfg: DictConfig) -> dict:
     """metrics.json with the ensemble's metrics under a single model's keys and `members` beside them; the
-    confusion matrix and per-class report are the ensemble's."""
+    confusion matrix and per-class report are the ensemble's. With ensemble_select=best_val the ensemble is the
+    subset of members best on val (ensemble_select.py), and ensemble_subsets.md lists every subset."""
     paths = [str(path) for path in cfg.ckpt_path]
+    selection = cfg.get("ensemble_select", "all")
+    check_selection(selection, cfg.split, len(paths))
     members = load_members(paths)
     print_config_tree(cfg)
     precision = eval_precision(cfg.trainer.precision, [m.module.hparams.get("trained_precision") for m in members])
@@ -162,19 +173,27 @@ def run_ensemble_eval(cfg: DictConfig) -> dict:
     datamodules = member_datamodules(cfg, members)
     class_names = list(datamodules[0].class_names)
     output_dir = Path(cfg.paths.output_dir)
-    metrics: dict = {"checkpoint": paths, "tta": OmegaConf.select(cfg, "tta._target_"), "ensemble": "mean_softmax"}
+    tta = OmegaConf.select(cfg, "tta._target_")
+    metrics: dict = {"checkpoint": paths, "tta": tta, "ensemble": "mean_softmax"}
     entries = [member_entry(member, dm) for member, dm in zip(members, datamodules, strict=True)]
     splits = ("val", "test") if cfg.split == "both" else (cfg.split,)
+    probs = {split: member_probabilities(trainer, members, datamodules, split) for split in splits}
+    chosen = list(range(len(members)))
+    if selection == "best_val":
+        ranking = rank_subsets(probs["val"], probs["test"])
+        chosen = ranking[0]["members"]
+        metrics["selection"] = selection_entry(ranking, paths)
+        write_subsets_report(output_dir / "ensemble_subsets.md", ranking, paths, tta)
     for split in splits:
-        ensemble, per_member = evaluate_split(trainer, members, datamodules, split)
+        ensemble, per_member = evaluate_split(*probs[split], chosen)
         metrics |= {f"{split}/{key}": ensemble[key].item() for key in SCALARS}
         metrics[f"{split}/per_class_acc"] = per_class_accuracy(class_names, ensemble["per_class_acc"])
         for entry, values in zip(entries, per_member, strict=True):
             entry |= {f"{split}/{key}": values[key].item() for key in SCALARS}
         write_split_report(output_dir, split, ensemble["confmat"].numpy(), class_names)
-        panel = (f"{split}: ensemble of {len(members)} (mean of probabilities)", ensemble["probs"])
+        panel = (f"{split}: ensemble of {len(chosen)} (mean of probabilities)", ensemble["probs"])
         plot_reliability([panel], ensemble["targets"], output_dir / f"reliability_{split}.png")
-    metrics["members"] = entries
+    metrics["members"] = [entry | {"in_ensemble": index in chosen} for index, entry in enumerate(entries)]
     write_run_config(output_dir, cfg)
     write_metrics_json(output_dir / "metrics.json", metrics)
     print(f"\n{summary_table(metrics, splits)}\nRun directory: {output_dir}")
@@ -190,6 +209,10 @@ def summary_table(metrics: dict, splits: Sequence[str]) -> str:
         size = f"{prep['image_size']}px" + (f" crop {prep['crop_size']}" if prep["crop_size"] else "")
         size += f" {prep['in_chans']}ch" if prep["in_chans"] != 1 else ""
         rows.append([f"member {index}", size, *(f"{entry[c]:.4f}" for c in columns), entry["ckpt_path"]])
-    rows.append(["ensemble", "", *(f"{metrics[c]:.4f}" for c in columns), f"mean of {len(metrics['members'])}"])
+    chosen = [index for index, entry in enumerate(metrics["members"], start=1) if entry["in_ensemble"]]
+    how = f"mean of {len(chosen)}" + (
+        f" (members {'+'.join(map(str, chosen))}, chosen on val)" if "selection" in metrics else ""
+    )
+    rows.append(["ensemble", "", *(f"{metrics[c]:.4f}" for c in columns), how])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

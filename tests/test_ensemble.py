@@ -7,6 +7,7 @@ hand from the members' own preprocessing, not how good the models are.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,6 +248,36 @@ def test_eval_script_with_a_list_of_checkpoints(data: Path, tmp_path: Path) -> N
     table = result.stdout[result.stdout.index("model  ") :]
     for row in ("member 1", "member 2", "64px", "ensemble"):
         assert row in table
+
+
+def test_best_val_selection_reports_on_test_the_subset_best_on_val(data: Path, tmp_path: Path) -> None:
+    paths = [checkpoint(tmp_path / f"{name}.ckpt", seed=seed) for seed, name in enumerate("abc")]
+    metrics = run_eval(eval_cfg(tmp_path, data, ensemble_of(*paths), "ensemble_select=best_val"))
+    by_split = {}
+    for split, usage in USAGE.items():
+        images, labels = read_split(data, usage)
+        by_split[split] = ([hand_probs(path, images) for path in paths], labels)
+    subsets = [list(c) for size in (1, 2, 3) for c in itertools.combinations(range(3), size)]
+
+    def subset_acc(split: str, subset: list[int]) -> float:
+        probs, labels = by_split[split]
+        return accuracy(torch.stack([probs[i] for i in subset]).mean(0), labels)
+
+    best_val = max(subset_acc("val", subset) for subset in subsets)
+    # the chosen subset: best on val, then fewest members, then earliest (combinations come in that order)
+    chosen = next(subset for subset in subsets if subset_acc("val", subset) == pytest.approx(best_val, abs=1e-6))
+    assert metrics["selection"]["chosen"] == [str(paths[i]) for i in chosen]
+    assert [m["in_ensemble"] for m in metrics["members"]] == [i in chosen for i in range(3)]
+    assert metrics["val/acc"] == pytest.approx(best_val, abs=1e-6)
+    assert metrics["test/acc"] == pytest.approx(subset_acc("test", chosen), abs=1e-6)
+    report = (tmp_path / "run" / "ensemble_subsets.md").read_text()
+    assert report.count("\n| ") == 2 + 3 + 7  # a header per table, the best of each size, every subset
+
+
+def test_best_val_selection_needs_both_splits(data: Path, tmp_path: Path) -> None:
+    a = checkpoint(tmp_path / "a.ckpt", seed=0)
+    with pytest.raises(ValueError, match="needs split=both, got split=test"):
+        run_eval(eval_cfg(tmp_path, data, ensemble_of(a, a), "ensemble_select=best_val", "split=test"))
 
 
 def test_a_member_contributes_its_probabilities_at_its_stored_temperature() -> None:
