@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is installed first, by exact version, so nothing can make pip pick another (CUDA-sized) build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install train test test-slow bench gpu-check race lint format clean
+.PHONY: install train test test-slow bench gpu-check race leaderboard-row lint format clean
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ RACE_ARGS ?= experiment=cpu_fast
 race: install
 	$(PY) -m fer_lightning.bench.time_to_accuracy --budget-min $(RACE_BUDGET_MIN) --out $(RACE_OUT) \
 		data.path=$(FER2013) $(RACE_ARGS)
+
+# One row of the equal-budget leaderboard (conf/experiment/leaderboard.yaml: 45 min of training, then val/test and
+# flip TTA), its small files kept in experiments/leaderboard/<model> (fer-keep-run; checkpoints stay in logs/).
+# Cut off: resume with the command the run prints (ckpt_path=logs/leaderboard/<model>/checkpoints/last.ckpt), then
+# python -m fer_lightning.tools.keep_run logs/leaderboard/<model> experiments/leaderboard/<model>
+MODEL ?= mini_xception
+leaderboard-row: install
+	$(PY) train.py experiment=leaderboard data.path=$(FER2013) hydra.mode=RUN model=$(MODEL) \
+		hydra.run.dir=logs/leaderboard/$(MODEL)
+	$(PY) -m fer_lightning.tools.keep_run logs/leaderboard/$(MODEL) experiments/leaderboard/$(MODEL)
 
 lint: install
 	$(VENV)/bin/ruff check .
