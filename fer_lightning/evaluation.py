@@ -46,6 +46,11 @@ def run_eval(cfg: DictConfig) -> dict:
                 "(python eval.py ckpt_path=a.ckpt calibrate=true), not an ensemble (ckpt_path=[...])"
             )
         return run_ensemble_eval(cfg)
+    if cfg.get("ensemble_select", "all") != "all":
+        raise UserError(
+            f"ensemble_select={cfg.ensemble_select} chooses among an ensemble's members: give a list, "
+            "ckpt_path=[a.ckpt,b.ckpt,...], not one checkpoint"
+        )
     return run_single_eval(cfg)
 
 

@@ -280,6 +280,12 @@ def test_best_val_selection_needs_both_splits(data: Path, tmp_path: Path) -> Non
         run_eval(eval_cfg(tmp_path, data, ensemble_of(a, a), "ensemble_select=best_val", "split=test"))
 
 
+def test_best_val_selection_of_one_checkpoint_is_refused(data: Path, tmp_path: Path) -> None:
+    a = checkpoint(tmp_path / "a.ckpt", seed=0)
+    with pytest.raises(ValueError, match=r"ensemble_select=best_val chooses among an ensemble's members"):
+        run_eval(eval_cfg(tmp_path, data, f"ckpt_path={a}", "ensemble_select=best_val"))
+
+
 def test_a_member_contributes_its_probabilities_at_its_stored_temperature() -> None:
     """A member calibrated by `eval.py calibrate=true` enters the mean as predict and export use it."""
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
