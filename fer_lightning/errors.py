@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 USER_ERROR_EXIT = 2  # the conventional status for a usage error (argparse, sh)
@@ -38,6 +38,18 @@ def exit_on_user_error() -> Iterator[None]:
         log_to_files(f"{type(error).__name__}: {error}")
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(USER_ERROR_EXIT) from None
+
+
+def console_script(run: Callable[[Sequence[str] | None], object]) -> Callable[[Sequence[str] | None], None]:
+    """A console script's `main` around a tool's `run(argv)`: what `run` prints and exit status 0, or 2 with one
+    message on a user error. `main` returns None because a console script's return value becomes its status."""
+
+    def main(argv: Sequence[str] | None = None) -> None:
+        with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
+            run(argv)
+
+    main.__doc__ = f"The console script of {run.__module__}: `run(argv)`, its user errors as exit status 2."
+    return main
 
 
 def log_to_files(message: str) -> None:

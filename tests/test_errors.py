@@ -8,7 +8,7 @@ import pytest
 
 from fer_lightning.checkpoint import CheckpointError
 from fer_lightning.data.formats.fer2013 import DataFormatError
-from fer_lightning.errors import USER_ERROR_EXIT, UserError, exit_on_user_error
+from fer_lightning.errors import USER_ERROR_EXIT, UserError, console_script, exit_on_user_error
 from tests.scripts import finish_script, script_env, start_script
 
 
@@ -22,6 +22,24 @@ def test_user_errors_are_one_message_and_status_2(capsys: pytest.CaptureFixture)
             raise error
         assert stop.value.code == USER_ERROR_EXIT
         assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_console_script_passes_argv_returns_none_and_exits_2_on_a_user_error(capsys: pytest.CaptureFixture) -> None:
+    received = []
+
+    def tool(argv):
+        received.append(argv)
+        if argv == ["--bad"]:
+            raise UserError("--bad: expected a number")
+        return "a value a console script must not return as its status"
+
+    main = console_script(tool)
+    assert main(["--good"]) is None
+    assert received == [["--good"]]
+    with pytest.raises(SystemExit) as stop:
+        main(["--bad"])
+    assert stop.value.code == USER_ERROR_EXIT
+    assert capsys.readouterr().err == "error: --bad: expected a number\n"
 
 
 def test_bugs_keep_their_traceback() -> None:

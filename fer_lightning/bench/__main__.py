@@ -22,7 +22,7 @@ from fer_lightning.bench.framework import Settings, bench_model, describe
 from fer_lightning.bench.machine import machine, visible_cores
 from fer_lightning.callbacks.memory_format import channels_last_wanted
 from fer_lightning.config import parse_with_overrides
-from fer_lightning.errors import exit_on_user_error
+from fer_lightning.errors import console_script
 from fer_lightning.speed import resolve_precision
 
 # (key, title, format) of the Markdown table; the JSON holds every key
@@ -102,11 +102,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: what `run` prints, exit status 0, or 2 with one message on a user error (a script's
-    return value would become its status, hence None)."""
-    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
-        run(argv)
+main = console_script(run)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 from fer_lightning.bench.machine import cpu_name, visible_cores
 from fer_lightning.bench.timing import timed_calls
 from fer_lightning.checkpoint import load_module
-from fer_lightning.errors import exit_on_user_error
+from fer_lightning.errors import console_script
 from fer_lightning.export import (
     InferenceModel,
     example_batch,
@@ -152,11 +152,7 @@ def run(argv: Sequence[str] | None = None) -> list[dict]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: what `run` prints, exit status 0, or 2 with one message on a user error (a script's
-    return value would become its status, hence None)."""
-    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
-        run(argv)
+main = console_script(run)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from fer_lightning.bench.timing import CPU, synchronize, train_step_images_per_s
 from fer_lightning.config import compose, parse_with_overrides
-from fer_lightning.errors import exit_on_user_error
+from fer_lightning.errors import console_script
 from fer_lightning.losses import soft_cross_entropy
 
 
@@ -103,11 +103,7 @@ def report(cfg: DictConfig, result: dict[str, float], shape: tuple[int, ...], de
         print(f"{name} / model step: {result[name] / result['model_step']:.2f}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: what `run` prints, exit status 0, or 2 with one message on a user error (a script's
-    return value would become its status, hence None)."""
-    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
-        run(argv)
+main = console_script(run)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from fer_lightning.bench.machine import machine
 from fer_lightning.bench.plain import PlainFERDataset, evaluate, plain_epoch
 from fer_lightning.callbacks.training_clock import IMAGES_SEEN, TRAIN_SECONDS
 from fer_lightning.config import compose, group_choice, parse_with_overrides
-from fer_lightning.errors import exit_on_user_error
+from fer_lightning.errors import console_script
 from fer_lightning.training import run_training
 
 MODULE = "fer_lightning.bench.time_to_accuracy"  # not __name__, which is __main__ under `python -m`
@@ -338,10 +338,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: returns None, since a console script's return value becomes its exit status."""
-    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
-        run(argv)
+main = console_script(run)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from fer_lightning.config import compose, group_choice, parse_with_overrides
 from fer_lightning.data.device_loader import to_device_tensors
 from fer_lightning.data.sampling import hard_labels
-from fer_lightning.errors import exit_on_user_error
+from fer_lightning.errors import console_script
 
 
 def pick_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -139,11 +139,7 @@ def run(argv: Sequence[str] | None = None) -> Path:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The console script: what `run` prints, exit status 0, or 2 with one message on a user error (a script's
-    return value would become its status, hence None)."""
-    with exit_on_user_error():  # missing data, a bad value: one message, exit status 2
-        run(argv)
+main = console_script(run)
 
 
 if __name__ == "__main__":
