@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fer_lightning.checkpoint import load_module
+from fer_lightning.data.formats.fer2013 import FER2013_CLASSES
 from fer_lightning.data.formats.ferplus import FERPLUS_CLASSES
 from fer_lightning.evaluation import run_eval
 from fer_lightning.tools.weights import sha256
@@ -18,7 +19,6 @@ from tests.conftest import REAL_FER2013, compose_train
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 ENTRIES = json.loads((WEIGHTS / "weights.json").read_text())
 IDS = [entry["file"] for entry in ENTRIES]
-FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 VOTES_PLACEHOLDER = "<fer2013new.csv>"
 
 
@@ -34,7 +34,7 @@ def test_shipped_file_matches_its_record(entry: dict) -> None:
     assert entry["sha256"] in (WEIGHTS / "README.md").read_text()
     module = load_module(path)
     assert module.hparams.model_config["name"] == entry["model"]
-    assert module.class_names == (list(FERPLUS_CLASSES) if is_ferplus(entry) else FER2013_CLASSES)
+    assert module.class_names == list(FERPLUS_CLASSES if is_ferplus(entry) else FER2013_CLASSES)
 
 
 @pytest.mark.slow
