@@ -3,10 +3,10 @@
 Lightning 2.6 writes `last.ckpt` only "whenever a checkpoint file gets saved": with `monitor: val/acc` and one kept
 top-k file, only at epochs that improve val/acc. A long run whose PublicTest plateaus then keeps a `last.ckpt` many
 epochs old, and resuming it after `max_time`, a crash or the end of a session silently redoes those epochs (found
-on a 3-hour run whose `last.ckpt` lagged 8 epochs behind). Here `last.ckpt` is also written at the end of every
+on a 3-hour run whose `last.ckpt` lagged 6 epochs behind). Here `last.ckpt` is also written at the end of every
 epoch's validation. Not at the validation that follows a stop in the middle of an epoch (`max_time`, the training
-budget): Lightning resumes a mid-epoch checkpoint of a plain DataLoader unreliably, so there `last.ckpt` stays at
-the last epoch end and the resumed run redoes the cut epoch from its start.
+budget): Lightning resumes a mid-epoch checkpoint of a plain DataLoader unreliably. (Lightning itself still writes
+`last.ckpt` there when that validation improves val/acc, as it always did.)
 
 Under `trainer.fast_dev_run` Lightning logs "Logging and checkpointing is suppressed" and its ModelCheckpoint skips
 every save, except `on_train_end`'s `save_last` fallback, which writes `last.ckpt` anyway: a dev run left a
